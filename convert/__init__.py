@@ -1,0 +1,1 @@
+"""Caffe, exactly: the file formats, the layers and the net, mirrored in PyTorch and ONNX."""

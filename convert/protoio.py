@@ -1,0 +1,260 @@
+"""Read and write Caffe's files: prototxt (text), caffemodel / binaryproto / solverstate (binary).
+
+Every reader upgrades what Caffe itself upgrades on load (V1 `layers`, net-level `input:`, data-layer
+transformation fields), so the rest of the project only ever sees current-format NetParameters.
+Writers are atomic: a temporary file in the target directory, renamed at the end.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Type, TypeVar
+
+import numpy as np
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError, Message
+
+from convert import caffe_pb2 as pb
+from convert.errors import UserError
+
+M = TypeVar("M", bound=Message)
+
+# V1 LayerType enum name -> current type string (Caffe's UpgradeV1LayerType).
+V1_TYPE_NAMES = {
+    "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
+    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
+    "DECONVOLUTION": "Deconvolution", "DATA": "Data", "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
+    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
+    "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
+    "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+}
+
+# V1 fields copied verbatim into the LayerParameter field of the same name.
+_V1_PARAM_FIELDS = [
+    f.name for f in pb.V1LayerParameter.DESCRIPTOR.fields
+    if f.name.endswith("_param") and f.name in pb.LayerParameter.DESCRIPTOR.fields_by_name
+]
+
+
+# ------------------------------------------------------------------ files ---
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to path via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_bytes(path: str | os.PathLike, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a {what} file") from None
+
+
+def read_text_proto(path: str | os.PathLike, message_cls: Type[M]) -> M:
+    """Parse a text-format protobuf; a syntax error names file:line:column."""
+    text = _read_bytes(path, "prototxt").decode("utf-8", errors="replace")
+    return parse_text_proto(text, message_cls, source=str(path))
+
+
+def parse_text_proto(text: str, message_cls: Type[M], source: str = "<string>") -> M:
+    """Parse text-format protobuf from a string; errors name source:line:column."""
+    msg = message_cls()
+    try:
+        text_format.Merge(text, msg)
+    except text_format.ParseError as e:
+        line, col = e.GetLine(), e.GetColumn()
+        detail = str(e).split(" : ", 1)[-1]
+        raise UserError(f"{source}:{line}:{col}: {detail}") from None
+    return msg
+
+
+def read_binary_proto(path: str | os.PathLike, message_cls: Type[M], what: str) -> M:
+    """Parse a binary protobuf; a truncated or foreign file is reported as such."""
+    data = _read_bytes(path, what)
+    msg = message_cls()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as e:
+        raise UserError(f"{path}: not a valid {what} (truncated or corrupt: {e})") from None
+    return msg
+
+
+def write_text_proto(path: str | os.PathLike, msg: Message) -> None:
+    """Write a message in text format, atomically."""
+    atomic_write(path, text_format.MessageToString(msg).encode())
+
+
+# -------------------------------------------------------------- net files ---
+
+def read_net(path: str | os.PathLike) -> pb.NetParameter:
+    """Read a .prototxt net definition and upgrade legacy formats."""
+    return upgrade_net(read_text_proto(path, pb.NetParameter), source=str(path))
+
+
+def read_caffemodel(path: str | os.PathLike) -> pb.NetParameter:
+    """Read a binary .caffemodel (weights in layer.blobs) and upgrade legacy formats."""
+    net = read_binary_proto(path, pb.NetParameter, "caffemodel")
+    if not net.layer and not net.layers:
+        raise UserError(f"{path}: not a valid caffemodel (no layers; truncated or another file type)")
+    return upgrade_net(net, source=str(path))
+
+
+def write_caffemodel(path: str | os.PathLike, net: pb.NetParameter) -> None:
+    """Write a NetParameter with weights as a binary .caffemodel, atomically."""
+    atomic_write(path, net.SerializeToString())
+
+
+def read_solver(path: str | os.PathLike) -> pb.SolverParameter:
+    """Read a solver.prototxt (legacy `solver_type` enum upgraded to the `type` string)."""
+    solver = read_text_proto(path, pb.SolverParameter)
+    if solver.HasField("solver_type") and not solver.HasField("type"):
+        names = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
+        solver.type = names[solver.solver_type]
+    return solver
+
+
+# ------------------------------------------------------------------ blobs ---
+
+def blob_shape(blob: pb.BlobProto) -> tuple[int, ...]:
+    """The shape of a BlobProto: `shape` if present, else the legacy 4-D fields."""
+    if blob.HasField("shape"):
+        return tuple(int(d) for d in blob.shape.dim)
+    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (blob.num, blob.channels, blob.height, blob.width)
+    n = len(blob.data) or len(blob.double_data)
+    return (n,) if n else ()
+
+
+def blob_to_array(blob: pb.BlobProto) -> np.ndarray:
+    """A BlobProto's data as a float32 array of its shape (double_data is cast down)."""
+    shape = blob_shape(blob)
+    values = blob.double_data if len(blob.double_data) else blob.data
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.size != int(np.prod(shape, dtype=np.int64)):
+        raise UserError(f"blob holds {arr.size} values but its shape {shape} needs "
+                        f"{int(np.prod(shape, dtype=np.int64))}")
+    return arr.reshape(shape)
+
+
+def array_to_blob(arr: np.ndarray, legacy_4d: bool = False) -> pb.BlobProto:
+    """A float array as a BlobProto (with `shape`, or the legacy 4-D fields for old readers)."""
+    arr = np.asarray(arr, dtype=np.float32)
+    blob = pb.BlobProto()
+    if legacy_4d:
+        dims = (1,) * (4 - arr.ndim) + arr.shape
+        blob.num, blob.channels, blob.height, blob.width = (int(d) for d in dims)
+    else:
+        blob.shape.dim.extend(int(d) for d in arr.shape)
+    blob.data.extend(arr.ravel().tolist())
+    return blob
+
+
+def read_binaryproto(path: str | os.PathLike) -> np.ndarray:
+    """Read a .binaryproto BlobProto (e.g. a mean file) as a float32 array."""
+    blob = read_binary_proto(path, pb.BlobProto, "binaryproto")
+    try:
+        return blob_to_array(blob)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def write_binaryproto(path: str | os.PathLike, arr: np.ndarray, legacy_4d: bool = True) -> None:
+    """Write an array as a .binaryproto; 4-D legacy dims by default, as compute_image_mean does."""
+    atomic_write(path, array_to_blob(arr, legacy_4d=legacy_4d).SerializeToString())
+
+
+# ---------------------------------------------------------------- upgrade ---
+
+def upgrade_net(net: pb.NetParameter, source: str = "<net>") -> pb.NetParameter:
+    """Upgrade a NetParameter in place as Caffe's UpgradeNetAsNeeded does, and return it."""
+    if net.layers:
+        if net.layer:
+            raise UserError(f"{source}: mixes legacy `layers` and current `layer` fields")
+        _upgrade_v1_layers(net, source)
+    _upgrade_data_transformation(net)
+    _upgrade_net_input(net)
+    return net
+
+
+def _upgrade_v1_layers(net: pb.NetParameter, source: str) -> None:
+    for v1 in net.layers:
+        if v1.HasField("layer"):
+            raise UserError(f"{source}: layer {v1.name!r} uses the V0 (2013) format, which is not supported")
+        layer = net.layer.add()
+        type_name = pb.V1LayerParameter.LayerType.Name(v1.type)
+        if type_name not in V1_TYPE_NAMES:
+            raise UserError(f"{source}: layer {v1.name!r} has legacy type {type_name} with no current equivalent")
+        layer.name = v1.name
+        layer.type = V1_TYPE_NAMES[type_name]
+        layer.bottom.extend(v1.bottom)
+        layer.top.extend(v1.top)
+        layer.include.extend(v1.include)
+        layer.exclude.extend(v1.exclude)
+        layer.blobs.extend(v1.blobs)
+        layer.loss_weight.extend(v1.loss_weight)
+        n_specs = max(len(v1.param), len(v1.blobs_lr), len(v1.weight_decay), len(v1.blob_share_mode))
+        for i in range(n_specs):
+            spec = layer.param.add()
+            if i < len(v1.param):
+                spec.name = v1.param[i]
+            if i < len(v1.blob_share_mode):
+                spec.share_mode = v1.blob_share_mode[i]
+            if i < len(v1.blobs_lr):
+                spec.lr_mult = v1.blobs_lr[i]
+            if i < len(v1.weight_decay):
+                spec.decay_mult = v1.weight_decay[i]
+        for field in _V1_PARAM_FIELDS:
+            if v1.HasField(field):
+                getattr(layer, field).CopyFrom(getattr(v1, field))
+    del net.layers[:]
+
+
+def _upgrade_data_transformation(net: pb.NetParameter) -> None:
+    """Move the deprecated scale/mean_file/crop_size/mirror of data params into transform_param."""
+    for layer in net.layer:
+        for name in ("data_param", "image_data_param", "window_data_param"):
+            if not layer.HasField(name):
+                continue
+            param = getattr(layer, name)
+            for field in ("scale", "mean_file", "crop_size", "mirror"):
+                if param.HasField(field):
+                    setattr(layer.transform_param, field, getattr(param, field))
+                    param.ClearField(field)
+
+
+def _upgrade_net_input(net: pb.NetParameter) -> None:
+    """Turn net-level `input:` / `input_dim:` / `input_shape` into a leading Input layer."""
+    if not net.input:
+        return
+    layer = pb.LayerParameter(name="input", type="Input")
+    layer.top.extend(net.input)
+    for i, _ in enumerate(net.input):
+        shape = layer.input_param.shape.add()
+        if net.input_shape:
+            shape.CopyFrom(net.input_shape[i])
+        elif net.input_dim:
+            shape.dim.extend(net.input_dim[4 * i:4 * i + 4])
+    layers = [layer] + list(net.layer)
+    del net.layer[:]
+    net.layer.extend(layers)
+    for field in ("input", "input_shape", "input_dim"):
+        net.ClearField(field)

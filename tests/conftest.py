@@ -1,0 +1,23 @@
+"""Shared test fixtures: paths to the real-Caffe golden files copied into tests/fixtures/."""
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CAFFE = FIXTURES / "caffe"
+REAL_MODELS = FIXTURES / "real_models"
+
+
+@pytest.fixture
+def caffe_dir() -> Path:
+    """The real-Caffe fixture directory (read-only by convention: copy before writing)."""
+    return CAFFE
+
+
+def rel_err(ours, ref) -> float:
+    """The project's metric against Caffe: max|ours - ref| / max|ref|."""
+    import numpy as np
+    ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    scale = np.abs(ref).max()
+    return float(np.abs(ours - ref).max() / (scale if scale > 0 else 1.0))
