@@ -1,0 +1,83 @@
+"""The contract every layer module follows (Caffe's Layer: SetUp with bottom shapes, Forward)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from convert import caffe_pb2 as pb
+from convert.errors import UserError
+
+Shape = tuple[int, ...]
+
+# Test-time dropout conventions (see DESIGN.md): Caffe's inverted dropout is the identity at TEST;
+# the paper's footnote 2 halves activations at TEST (i.e. multiplies by 1 - ratio, no scaling at TRAIN).
+DROPOUT_CAFFE = "caffe"
+DROPOUT_PAPER = "paper"
+
+
+@dataclass
+class NetContext:
+    """What layers may need to know about the net they are built in."""
+    phase: int = pb.TEST                 # pb.TRAIN or pb.TEST
+    root: Path = field(default_factory=Path.cwd)   # relative paths in the prototxt resolve here, as in Caffe
+    seed: int = 0                        # seeds fillers and data-layer randomness (crop, mirror)
+    dropout: str = DROPOUT_CAFFE         # test-time dropout convention
+    generator: torch.Generator | None = None  # filler RNG, created by the net from seed
+
+    @property
+    def train(self) -> bool:
+        return self.phase == pb.TRAIN
+
+
+class CaffeLayer(nn.Module):
+    """A Caffe layer: built from its LayerParameter and bottom shapes; sets `top_shapes`.
+
+    Parameter blobs are nn.Parameters (learnable, in Caffe's blob order in `self.caffe_blobs`);
+    non-learned state that Caffe stores as blobs too (BatchNorm statistics) is listed there as well.
+    forward(*bottoms) returns one tensor or a tuple, one per top.
+    """
+
+    def __init__(self, param: pb.LayerParameter, bottom_shapes: Sequence[Shape], ctx: NetContext):
+        super().__init__()
+        self.param = param
+        self.ctx = ctx
+        self.top_shapes: list[Shape] = []
+        self.caffe_blobs: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------ weights
+    def load_blobs(self, arrays: Sequence[np.ndarray]) -> None:
+        """Copy Caffe blobs into this layer; a count or shape mismatch names layer, index and shapes."""
+        name = self.param.name
+        if len(arrays) != len(self.caffe_blobs):
+            raise UserError(f"layer {name!r}: weights have {len(arrays)} blobs, the prototxt needs "
+                            f"{len(self.caffe_blobs)}")
+        for i, (arr, blob) in enumerate(zip(arrays, self.caffe_blobs)):
+            arr = np.asarray(arr, dtype=np.float32)
+            if tuple(arr.shape) != tuple(blob.shape):
+                if arr.size == blob.numel() and _legacy_equivalent(arr.shape, tuple(blob.shape)):
+                    arr = arr.reshape(tuple(blob.shape))
+                else:
+                    raise UserError(f"layer {name!r}: blob {i} has shape {tuple(arr.shape)} in the weights, "
+                                    f"the prototxt needs {tuple(blob.shape)}")
+            with torch.no_grad():
+                blob.copy_(torch.from_numpy(arr))
+
+    def blob_arrays(self) -> list[np.ndarray]:
+        """This layer's blobs as numpy arrays, in Caffe's order."""
+        return [b.detach().cpu().numpy().copy() for b in self.caffe_blobs]
+
+    def param_specs(self) -> list[pb.ParamSpec]:
+        """lr_mult / decay_mult per learnable blob (Caffe's defaults 1/1 where not given)."""
+        specs = list(self.param.param)
+        return [specs[i] if i < len(specs) else pb.ParamSpec() for i in range(len(self.caffe_blobs))]
+
+
+def _legacy_equivalent(stored: Shape, wanted: Shape) -> bool:
+    """Caffe accepts a legacy 4-D blob (1,1,N,K) for a 2-D (N,K) one: same dims once leading 1s are dropped."""
+    strip = lambda s: tuple(d for i, d in enumerate(s) if not (d == 1 and all(x == 1 for x in s[:i + 1])))
+    return strip(stored) == strip(wanted)
