@@ -37,17 +37,35 @@ class NetContext:
 class CaffeLayer(nn.Module):
     """A Caffe layer: built from its LayerParameter and bottom shapes; sets `top_shapes`.
 
-    Parameter blobs are nn.Parameters (learnable, in Caffe's blob order in `self.caffe_blobs`);
-    non-learned state that Caffe stores as blobs too (BatchNorm statistics) is listed there as well.
+    Caffe's blobs are attributes named in `blob_names`, in Caffe's blob order: nn.Parameters for
+    learned ones, buffers for state that Caffe stores as blobs too (BatchNorm statistics). Naming them
+    lets the net share a blob between layers (ParamSpec.name) by pointing two attributes at one tensor.
     forward(*bottoms) returns one tensor or a tuple, one per top.
     """
+
+    default_loss_weight = 0.0  # loss layers set 1.0: Caffe's loss weight of top 0 when none is given
 
     def __init__(self, param: pb.LayerParameter, bottom_shapes: Sequence[Shape], ctx: NetContext):
         super().__init__()
         self.param = param
         self.ctx = ctx
         self.top_shapes: list[Shape] = []
-        self.caffe_blobs: list[torch.Tensor] = []
+        self.blob_names: list[str] = []
+
+    @property
+    def caffe_blobs(self) -> list[torch.Tensor]:
+        """The layer's blobs in Caffe's order."""
+        return [getattr(self, n) for n in self.blob_names]
+
+    def add_blob(self, name: str, shape: Shape, filler: pb.FillerParameter | None, learnable: bool = True) -> None:
+        """Create a Caffe blob as a Parameter (or buffer) filled by a Caffe filler."""
+        from convert.layers.fillers import fill
+        tensor = fill(filler if filler is not None else pb.FillerParameter(), shape, self.ctx.generator)
+        if learnable:
+            self.register_parameter(name, nn.Parameter(tensor))
+        else:
+            self.register_buffer(name, tensor)
+        self.blob_names.append(name)
 
     # ------------------------------------------------------------ weights
     def load_blobs(self, arrays: Sequence[np.ndarray]) -> None:

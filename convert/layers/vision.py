@@ -1,0 +1,190 @@
+"""Convolution, Deconvolution, Pooling and LRN with Caffe's geometry and arithmetic."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from convert import caffe_pb2 as pb
+from convert.errors import UserError
+from convert.layers.base import CaffeLayer, NetContext, Shape
+from convert.registry import register
+
+
+def _pair(repeated, single_h: int | None, single_w: int | None, default: int, what: str, layer: str) -> tuple[int, int]:
+    """Caffe's 2-D size rule: explicit *_h/*_w, else one value for both, else one per axis, else default."""
+    if single_h is not None or single_w is not None:
+        if repeated:
+            raise UserError(f"layer {layer!r}: give either {what} or {what}_h/{what}_w, not both")
+        return int(single_h), int(single_w)
+    values = list(repeated)
+    if not values:
+        return default, default
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    raise UserError(f"layer {layer!r}: {what} has {len(values)} values; only 2-D spatial layers are supported")
+
+
+def _opt(msg, field: str) -> int | None:
+    return getattr(msg, field) if msg.HasField(field) else None
+
+
+def _need_4d(layer: CaffeLayer, shape: Shape) -> None:
+    if len(shape) != 4:
+        raise UserError(f"layer {layer.param.name!r}: needs a 4-D (N,C,H,W) bottom, got shape {shape}")
+
+
+class _ConvBase(CaffeLayer):
+    """Shared geometry of Convolution and Deconvolution (ConvolutionParameter)."""
+
+    transposed = False
+
+    def __init__(self, param: pb.LayerParameter, bottom_shapes, ctx: NetContext):
+        super().__init__(param, bottom_shapes, ctx)
+        cp, name = param.convolution_param, param.name
+        if cp.axis != 1:
+            raise UserError(f"layer {name!r}: convolution axis {cp.axis} is not supported (only 1)")
+        _need_4d(self, bottom_shapes[0])
+        n, c, h, w = bottom_shapes[0]
+        self.kernel = _pair(cp.kernel_size, _opt(cp, "kernel_h"), _opt(cp, "kernel_w"), 0, "kernel_size", name)
+        self.stride = _pair(cp.stride, _opt(cp, "stride_h"), _opt(cp, "stride_w"), 1, "stride", name)
+        self.pad = _pair(cp.pad, _opt(cp, "pad_h"), _opt(cp, "pad_w"), 0, "pad", name)
+        self.dilation = _pair(cp.dilation, None, None, 1, "dilation", name)
+        if min(self.kernel) <= 0 or min(self.stride) <= 0:
+            raise UserError(f"layer {name!r}: kernel and stride must be positive")
+        self.group, num_output = cp.group, cp.num_output
+        if c % self.group or num_output % self.group:
+            raise UserError(f"layer {name!r}: channels {c} and num_output {num_output} must divide by group {self.group}")
+        if self.transposed:  # Caffe stores the deconvolution weight as (C_in, num_output/group, kh, kw)
+            weight_shape = (c, num_output // self.group) + self.kernel
+        else:
+            weight_shape = (num_output, c // self.group) + self.kernel
+        self.add_blob("weight", weight_shape, cp.weight_filler)
+        if cp.bias_term:
+            self.add_blob("bias", (num_output,), cp.bias_filler)
+        self.top_shapes = [(n, num_output) + tuple(self.output_size(s, i) for i, s in enumerate((h, w)))]
+
+    def output_size(self, size: int, axis: int) -> int:
+        extent = self.dilation[axis] * (self.kernel[axis] - 1) + 1
+        if self.transposed:
+            return self.stride[axis] * (size - 1) + extent - 2 * self.pad[axis]
+        return (size + 2 * self.pad[axis] - extent) // self.stride[axis] + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = getattr(self, "bias", None)
+        op = F.conv_transpose2d if self.transposed else F.conv2d
+        return op(x, self.weight, bias, stride=self.stride, padding=self.pad, groups=self.group,
+                  dilation=self.dilation)
+
+
+@register("Convolution")
+class Convolution(_ConvBase):
+    """y = W * x + b, grouped and dilated; output floor((H + 2p - (d(k-1)+1)) / s) + 1."""
+
+
+@register("Deconvolution")
+class Deconvolution(_ConvBase):
+    """The transpose of Convolution; output s(H-1) + d(k-1) + 1 - 2p."""
+    transposed = True
+
+
+@register("Pooling")
+class Pooling(CaffeLayer):
+    """MAX / AVE pooling with Caffe's ceil rounding, last-window clip and AVE divisor.
+
+    Output size: ceil((H + 2p - k) / s) + 1 (floor with round_mode FLOOR), minus one when padding
+    would make the last window start at or beyond H + p. MAX ignores padding. AVE divides by the
+    window's extent clipped to [-p, H + p): padding counts, the ceil overhang beyond it does not.
+    """
+
+    def __init__(self, param: pb.LayerParameter, bottom_shapes, ctx: NetContext):
+        super().__init__(param, bottom_shapes, ctx)
+        pp, name = param.pooling_param, param.name
+        _need_4d(self, bottom_shapes[0])
+        n, c, h, w = bottom_shapes[0]
+        if pp.pool not in (pb.PoolingParameter.MAX, pb.PoolingParameter.AVE):
+            raise UserError(f"layer {name!r}: STOCHASTIC pooling is not supported (MAX and AVE are)")
+        self.method = pp.pool
+        self.global_pooling = pp.global_pooling
+        if self.global_pooling:
+            if pp.HasField("kernel_size") or pp.HasField("kernel_h"):
+                raise UserError(f"layer {name!r}: global_pooling takes no kernel size")
+            self.kernel, self.pad, self.stride = (h, w), (0, 0), (1, 1)
+        else:
+            self.kernel = _pair([pp.kernel_size] if pp.HasField("kernel_size") else [],
+                                _opt(pp, "kernel_h"), _opt(pp, "kernel_w"), 0, "kernel_size", name)
+            self.pad = (pp.pad_h, pp.pad_w) if (pp.HasField("pad_h") or pp.HasField("pad_w")) else (pp.pad, pp.pad)
+            self.stride = ((pp.stride_h, pp.stride_w) if (pp.HasField("stride_h") or pp.HasField("stride_w"))
+                           else (pp.stride, pp.stride))
+            if min(self.kernel) <= 0:
+                raise UserError(f"layer {name!r}: pooling needs kernel_size (or kernel_h and kernel_w)")
+            if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
+                raise UserError(f"layer {name!r}: pad must be smaller than the kernel")
+        self.ceil = pp.round_mode == pb.PoolingParameter.CEIL
+        self.top_shapes = [(n, c, self.output_size(h, 0), self.output_size(w, 1))]
+
+    def output_size(self, size: int, axis: int) -> int:
+        if self.global_pooling:
+            return 1
+        k, p, s = self.kernel[axis], self.pad[axis], self.stride[axis]
+        rounding = math.ceil if self.ceil else math.floor
+        out = int(rounding((size + 2 * p - k) / s)) + 1
+        if p > 0 and (out - 1) * s >= size + p:  # the last window must start inside the image or its left pad
+            out -= 1
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        kernel = (h, w) if self.global_pooling else self.kernel  # global: the bottom's current size
+        out_h, out_w = self.output_size(h, 0), self.output_size(w, 1)
+        # Pad so that every window lies inside: p before, and after up to the last window's end.
+        extra_h = (out_h - 1) * self.stride[0] + kernel[0] - h - self.pad[0]
+        extra_w = (out_w - 1) * self.stride[1] + kernel[1] - w - self.pad[1]
+        pads = (self.pad[1], max(extra_w, 0), self.pad[0], max(extra_h, 0))
+        if self.method == pb.PoolingParameter.MAX:
+            padded = F.pad(x, pads, value=float("-inf"))
+            out = F.max_pool2d(padded, kernel, self.stride)
+        else:
+            padded = F.pad(x, pads, value=0.0)
+            total = F.avg_pool2d(padded, kernel, self.stride, divisor_override=1)
+            # Divisor: window cells inside [-p, H + p) x [-p, W + p), i.e. the image plus its padding.
+            mask = torch.zeros((1, 1) + padded.shape[-2:], dtype=x.dtype, device=x.device)
+            mask[..., :h + 2 * self.pad[0], :w + 2 * self.pad[1]] = 1
+            count = F.avg_pool2d(mask, kernel, self.stride, divisor_override=1)
+            out = total / count
+        return out[..., :out_h, :out_w]
+
+
+@register("LRN")
+class LRN(CaffeLayer):
+    """Local response normalisation, Caffe's formula.
+
+    ACROSS_CHANNELS: y = x / (k + alpha/n * sum_{n channels around c} x^2) ^ beta.
+    WITHIN_CHANNEL: y = x / (1 + alpha * mean_{n x n window, zero-padded} x^2) ^ beta (Caffe builds it
+    from AVE pooling with pad (n-1)/2, whose divisor is always n*n; k is not used).
+    """
+
+    def __init__(self, param: pb.LayerParameter, bottom_shapes, ctx: NetContext):
+        super().__init__(param, bottom_shapes, ctx)
+        lp = param.lrn_param
+        _need_4d(self, bottom_shapes[0])
+        if lp.local_size % 2 == 0:
+            raise UserError(f"layer {param.name!r}: LRN local_size must be odd, got {lp.local_size}")
+        self.size, self.alpha, self.beta, self.k = lp.local_size, lp.alpha, lp.beta, lp.k
+        self.across = lp.norm_region == pb.LRNParameter.ACROSS_CHANNELS
+        self.top_shapes = [tuple(bottom_shapes[0])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = (self.size - 1) // 2
+        sq = x * x
+        if self.across:
+            padded = F.pad(sq.unsqueeze(1), (0, 0, 0, 0, half, half))  # pad the channel axis
+            window = F.avg_pool3d(padded, (self.size, 1, 1), stride=1, divisor_override=1).squeeze(1)
+            scale = self.k + (self.alpha / self.size) * window
+        else:
+            mean = F.avg_pool2d(sq, self.size, stride=1, padding=half, count_include_pad=True)
+            scale = 1.0 + self.alpha * mean
+        return x * scale.pow(-self.beta)
