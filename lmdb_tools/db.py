@@ -1,0 +1,63 @@
+"""Opening Caffe LMDBs: read-only without a lock file, or a new one built under a temporary name."""
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import lmdb
+
+from convert.errors import UserError
+
+# LMDB reserves address space, not disk: a large map size costs nothing until written.
+MAP_SIZE = 1 << 40
+
+
+def open_readonly(path: str | os.PathLike) -> lmdb.Environment:
+    """Open an existing LMDB directory read-only with no lock file (works on read-only media)."""
+    path = Path(path)
+    if not (path / "data.mdb").is_file():
+        what = "does not exist" if not path.exists() else "is not an LMDB (no data.mdb inside)"
+        raise UserError(f"{path}: {what}; expected an LMDB directory written by convert_imageset")
+    try:
+        return lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=False,
+                         max_readers=1024)
+    except lmdb.Error as e:
+        raise UserError(f"{path}: is not an LMDB ({e})") from None
+
+
+def read_keys(env: lmdb.Environment) -> list[bytes]:
+    """All keys in LMDB order (byte order, which is Caffe's read order)."""
+    with env.begin(buffers=False) as txn:
+        return list(txn.cursor().iternext(keys=True, values=False))
+
+
+def refuse_existing(target: Path, overwrite: bool) -> None:
+    """UserError if target exists and overwriting was not asked for."""
+    if target.exists() and not overwrite:
+        raise UserError(f"{target}: already exists; pass --overwrite to replace it")
+
+
+@contextmanager
+def building(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory next to target; on success it replaces target, on failure it is removed."""
+    target = Path(target)
+    refuse_existing(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def open_writable(path: Path) -> lmdb.Environment:
+    """Create a new LMDB directory for writing."""
+    return lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, meminit=False, map_async=True)

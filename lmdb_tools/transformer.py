@@ -1,0 +1,88 @@
+"""Caffe's DataTransformer (data_transformer.cpp, Transform(Datum)): crop, mirror, mean, scale.
+
+Order and indexing as Caffe: the crop offset is random at TRAIN (h_off = Rand(H - crop + 1), then
+w_off likewise) and centred at TEST ((H - crop) / 2, integer division); with `mirror: true` the flip is random
+(p = 1/2) in BOTH phases, as Caffe's `do_mirror = mirror() && Rand(2)` ignores the phase (which is
+why Caffe's TEST data layers leave mirror off); the mean file has the uncropped size and is read at the crop's position; mean values are one
+value for all channels or one per channel; the result is (x - mean) * scale in float32, mirrored
+left-right when chosen. force_color / force_gray only change how encoded Datums are decoded.
+The random draws come from a numpy Generator, so TRAIN crops differ from Caffe's own RNG stream.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from convert import caffe_pb2 as pb
+from convert.errors import UserError
+from convert.protoio import read_binaryproto
+from lmdb_tools.datum import datum_to_array
+
+
+class DataTransformer:
+    """Transforms CHW images (uint8 or float) into float32 network input as Caffe's Data layer does."""
+
+    def __init__(self, param: pb.TransformationParameter | None = None, phase: int = pb.TEST,
+                 root: str | os.PathLike = ".", rng: np.random.Generator | None = None):
+        param = param if param is not None else pb.TransformationParameter()
+        if param.force_color and param.force_gray:
+            raise UserError("transform_param: force_color and force_gray cannot both be set")
+        if param.mean_file and param.mean_value:
+            raise UserError("transform_param: give mean_file or mean_value, not both")
+        self.param = param
+        self.train = phase == pb.TRAIN
+        self.crop = int(param.crop_size)
+        self.scale = np.float32(param.scale)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.mean_file: np.ndarray | None = None
+        if param.mean_file:
+            mean = read_binaryproto(Path(root) / param.mean_file)
+            self.mean_file = mean.reshape(mean.shape[-3:]) if mean.ndim == 4 else mean
+        self.mean_values = np.asarray(param.mean_value, np.float32)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the crop/mirror draws from seed (each DataLoader worker needs its own stream)."""
+        self.rng = np.random.default_rng(seed)
+
+    def output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(C, H, W) of the transformed image for an input of the given (C, H, W)."""
+        c, h, w = shape
+        return (c, self.crop, self.crop) if self.crop else (c, h, w)
+
+    def from_datum(self, datum: pb.Datum) -> np.ndarray:
+        """A Datum's image as CHW (encoded Datums decoded with force_color / force_gray)."""
+        return datum_to_array(datum, self.param.force_color, self.param.force_gray)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Transform one CHW image (uint8 or float32) into float32 CHW."""
+        c, h, w = image.shape
+        h_off, w_off, mirror = self._draw(h, w)
+        ch, cw = (self.crop, self.crop) if self.crop else (h, w)
+        window = (slice(None), slice(h_off, h_off + ch), slice(w_off, w_off + cw))
+        out = image[window].astype(np.float32)
+        if self.mean_file is not None:
+            if self.mean_file.shape != (c, h, w):
+                raise UserError(f"mean file {self.param.mean_file}: shape {self.mean_file.shape} (C, H, W) "
+                                f"does not match the data's {(c, h, w)}")
+            out -= self.mean_file[window]
+        elif self.mean_values.size:
+            if self.mean_values.size not in (1, c):
+                raise UserError(f"transform_param: {self.mean_values.size} mean_values for {c} channels; "
+                                "give one value or one per channel")
+            out -= self.mean_values.reshape(-1, 1, 1)
+        if self.scale != 1:
+            out *= self.scale
+        return out[:, :, ::-1].copy() if mirror else out
+
+    def _draw(self, h: int, w: int) -> tuple[int, int, bool]:
+        """Crop offsets and mirror flag, drawn in Caffe's order (mirror, h_off, w_off)."""
+        mirror = bool(self.param.mirror and self.rng.integers(2))
+        if not self.crop:
+            return 0, 0, mirror
+        if h < self.crop or w < self.crop:
+            raise UserError(f"transform_param: crop_size {self.crop} is larger than the image ({h}x{w})")
+        if self.train:
+            return int(self.rng.integers(h - self.crop + 1)), int(self.rng.integers(w - self.crop + 1)), mirror
+        return (h - self.crop) // 2, (w - self.crop) // 2, mirror
