@@ -128,3 +128,28 @@ class Dropout(Neuron):
             return x * (1.0 - ratio) if paper else x
         keep = (torch.rand(x.shape, device=x.device) >= ratio).to(x.dtype)
         return x * keep if paper else x * keep / (1.0 - ratio)
+
+
+@register("Threshold")
+class Threshold(Neuron):
+    """y = 1 if x > threshold else 0 (no gradient, as in Caffe)."""
+
+    def forward(self, x):
+        return (x.detach() > self.param.threshold_param.threshold).to(x.dtype)
+
+
+@register("Clip")
+class Clip(Neuron):
+    """y = min(max(x, min), max); the gradient passes where min <= x <= max."""
+
+    def forward(self, x):
+        p = self.param.clip_param
+        return x.clamp(p.min, p.max)
+
+
+@register("Swish")
+class Swish(Neuron):
+    """y = x * sigmoid(beta * x)."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.param.swish_param.beta * x)
