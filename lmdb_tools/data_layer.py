@@ -40,9 +40,10 @@ class DataLayer(CaffeLayer):
             raise UserError(f"layer {param.name!r}: a Data layer has 1 or 2 tops (data, label), "
                             f"got {len(param.top)}")
         self.batch_size = int(data_param.batch_size)
+        self.dataset = LMDBDataset(ctx.root / data_param.source)   # opened first, as Caffe does
         rng = np.random.default_rng([ctx.seed, ctx.phase])
         self.transformer = DataTransformer(param.transform_param, ctx.phase, ctx.root, rng)
-        self.dataset = LMDBDataset(ctx.root / data_param.source, self.transformer)
+        self.dataset.transformer = self.transformer
         if len(self.dataset) == 0:
             raise UserError(f"layer {param.name!r}: {self.dataset.path} holds no records")
         self.cursor = int(rng.integers(data_param.rand_skip)) if data_param.rand_skip else 0

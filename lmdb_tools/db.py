@@ -15,17 +15,29 @@ from convert.errors import UserError
 MAP_SIZE = 1 << 40
 
 
+# py-lmdb allows one open environment per file per process, so all readers share it, keyed by
+# (st_dev, st_ino) of data.mdb (a DB rebuilt at the same path is a new file). A forked child
+# (DataLoader worker) inherits it and keeps using it: LMDB's rule against using an environment
+# across fork() protects its lock table, and lock=False has none; a spawned child opens its own.
+_READERS: dict[tuple[int, int], lmdb.Environment] = {}
+
+
 def open_readonly(path: str | os.PathLike) -> lmdb.Environment:
-    """Open an existing LMDB directory read-only with no lock file (works on read-only media)."""
+    """This process's read-only, lock-free environment of an LMDB directory (shared; do not close it)."""
     path = Path(path)
-    if not (path / "data.mdb").is_file():
+    data = path / "data.mdb"
+    if not data.is_file():
         what = "does not exist" if not path.exists() else "is not an LMDB (no data.mdb inside)"
         raise UserError(f"{path}: {what}; expected an LMDB directory written by convert_imageset")
-    try:
-        return lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=False,
-                         max_readers=1024)
-    except lmdb.Error as e:
-        raise UserError(f"{path}: is not an LMDB ({e})") from None
+    st = data.stat()
+    ident = (st.st_dev, st.st_ino)
+    if ident not in _READERS:
+        try:
+            _READERS[ident] = lmdb.open(str(path), readonly=True, lock=False, subdir=True,
+                                        readahead=False, max_readers=1024)
+        except lmdb.Error as e:
+            raise UserError(f"{path}: is not an LMDB ({e})") from None
+    return _READERS[ident]
 
 
 def read_keys(env: lmdb.Environment) -> list[bytes]:

@@ -32,7 +32,6 @@ def compute_image_mean(db: str | os.PathLike, progress: bool = True) -> np.ndarr
             count += 1
             bar.update()
         bar.close()
-    env.close()
     if count == 0:
         raise UserError(f"{db}: the LMDB holds no records; nothing to average")
     return total / np.float32(count)

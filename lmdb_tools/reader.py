@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
@@ -26,25 +25,21 @@ class LMDBDataset(Dataset):
 
     def __init__(self, path: str | os.PathLike, transformer: DataTransformer | None = None):
         self.path = Path(path)
-        env = open_readonly(self.path)
-        self.keys: list[bytes] = read_keys(env)
-        env.close()
+        self.keys: list[bytes] = read_keys(open_readonly(self.path))
         self.transformer = transformer
         self._pid: int | None = None
-        self._env: lmdb.Environment | None = None
-        self._txn: lmdb.Transaction | None = None
+        self._txn = None
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getstate__(self) -> dict:
         # An open environment cannot cross a process boundary; the receiving process reopens it.
-        return {**self.__dict__, "_pid": None, "_env": None, "_txn": None}
+        return {**self.__dict__, "_pid": None, "_txn": None}
 
-    def _open(self) -> lmdb.Transaction:
+    def _open(self):
         if self._pid != os.getpid():
-            self._env = open_readonly(self.path)
-            self._txn = self._env.begin(buffers=False)
+            self._txn = open_readonly(self.path).begin(buffers=False)
             self._pid = os.getpid()
             worker = get_worker_info()
             if worker is not None and self.transformer is not None:
@@ -70,8 +65,7 @@ class LMDBDataset(Dataset):
         return torch.from_numpy(image), int(datum.label)
 
     def close(self) -> None:
-        """Release this process's environment (reopened on the next read)."""
-        if self._env is not None and self._pid == os.getpid():
+        """End this process's read transaction (a new one starts on the next read)."""
+        if self._txn is not None and self._pid == os.getpid():
             self._txn.abort()
-            self._env.close()
-        self._pid = self._env = self._txn = None
+        self._pid = self._txn = None

@@ -27,7 +27,6 @@ def summarize(db: str | os.PathLike, first: int = 5, progress: bool = True) -> d
             labels[datum.label] += 1
             if len(keys) < first:
                 keys.append(key.decode(errors="replace"))
-    env.close()
     return {"records": sum(kinds.values()), "kinds": dict(kinds), "shapes": dict(shapes),
             "labels": dict(sorted(labels.items())), "first_keys": keys}
 
@@ -42,7 +41,6 @@ def write_grid(db: str | os.PathLike, out: str | os.PathLike, count: int = 16, c
                 break
             datum = parse_datum(value, key, str(db))
             tiles.append(_tile(datum_to_array(datum), datum.label, cell))
-    env.close()
     columns = int(np.ceil(np.sqrt(len(tiles)))) or 1
     rows = -(-len(tiles) // columns)
     grid = np.zeros((rows * cell, columns * cell, 3), np.uint8)
