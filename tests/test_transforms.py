@@ -258,3 +258,10 @@ def test_unknown_names_raise_user_errors_listing_the_valid_ones():
         FAMILIES["mirror"].apply(random_image(8), flip="horizontal")
     with pytest.raises(UserError, match=">= 0"):
         FAMILIES["blur"].apply(random_image(8), sigma=-1)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.56, 2.0, 2.5, 3.5, 4.2])
+def test_smooth_equals_scipy_gaussian_filter_truncated_at_two_sigma(sigma):
+    from scipy.ndimage import gaussian_filter
+    field = np.random.default_rng(3).uniform(-10, 10, (61, 47))
+    np.testing.assert_allclose(ops.smooth(field, sigma), gaussian_filter(field, sigma, truncate=2.0), atol=1e-12)

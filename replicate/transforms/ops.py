@@ -12,7 +12,6 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from convert.errors import UserError
 
@@ -72,12 +71,24 @@ def crop_offsets(resize: int, crop: int, steps: int = 5) -> list[int]:
     return [int(i * (resize - crop) / (steps - 1)) for i in range(steps)]
 
 
+def smooth(field: np.ndarray, sigma: float) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter(field, sigma, truncate=2.0), computed by OpenCV's separable filter."""
+    # The same kernel (radius int(2 sigma + 0.5), normalised exp(-x^2 / 2 sigma^2)) and border
+    # (scipy 'reflect' is OpenCV BORDER_REFLECT); OpenCV is about 10x faster, which keeps the
+    # training sampler above 500 images/s.
+    radius = int(2.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2) if sigma > 0 else np.ones(1)
+    kernel /= kernel.sum()
+    return cv2.sepFilter2D(field, cv2.CV_64F, kernel, kernel, borderType=cv2.BORDER_REFLECT)
+
+
 def elastic_field(shape: tuple[int, int], alpha: float, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Displacements (dx, dy): U(-alpha, alpha) per pixel, x first, each smoothed by a 2-sigma-truncated Gaussian."""
     rng = np.random.default_rng(seed)
     dx = rng.uniform(-alpha, alpha, shape)
     dy = rng.uniform(-alpha, alpha, shape)
-    return gaussian_filter(dx, sigma, truncate=2.0), gaussian_filter(dy, sigma, truncate=2.0)
+    return smooth(dx, sigma), smooth(dy, sigma)
 
 
 def elastic(image: np.ndarray, alpha: float, sigma: float, seed: int) -> np.ndarray:
