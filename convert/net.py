@@ -188,7 +188,7 @@ class Net(nn.Module):
                 for top in lp.top:
                     if top not in inputs:
                         raise UserError(f"input blob {top!r} was not given (inputs: {self.input_blobs})")
-                    blobs[top] = torch.as_tensor(inputs[top], dtype=torch.float32)
+                    blobs[top] = _as_blob(inputs[top])
                 continue
             result = layer(*[blobs[b] for b in lp.bottom])
             tops = result if isinstance(result, tuple) else (result,)
@@ -291,6 +291,13 @@ class Net(nn.Module):
         if weights is not None:
             net.load_weights(weights)
         return net
+
+
+def _as_blob(value) -> torch.Tensor:
+    """An input as a tensor: floating torch tensors keep their dtype (float64 gradchecks), all else is float32."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value
+    return torch.as_tensor(np.asarray(value), dtype=torch.float32)
 
 
 def numpy_blobs(blobs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:

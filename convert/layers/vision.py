@@ -139,23 +139,34 @@ class Pooling(CaffeLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         kernel = (h, w) if self.global_pooling else self.kernel  # global: the bottom's current size
+        if 2 * self.pad[0] <= kernel[0] and 2 * self.pad[1] <= kernel[1]:
+            # PyTorch's pooling has Caffe's geometry (ceil, last-window rule, AVE divisor counting the
+            # padding up to H + p) but accepts pad only up to k/2; this is the fast path.
+            if self.method == pb.PoolingParameter.MAX:
+                return F.max_pool2d(x, kernel, self.stride, self.pad, ceil_mode=self.ceil)
+            return F.avg_pool2d(x, kernel, self.stride, self.pad, ceil_mode=self.ceil, count_include_pad=True)
+        return self._padded_forward(x, kernel)
+
+    def _padded_forward(self, x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+        """Any pad < k: pad explicitly so every window lies inside, then pool without padding."""
+        h, w = x.shape[-2:]
         out_h, out_w = self.output_size(h, 0), self.output_size(w, 1)
-        # Pad so that every window lies inside: p before, and after up to the last window's end.
         extra_h = (out_h - 1) * self.stride[0] + kernel[0] - h - self.pad[0]
         extra_w = (out_w - 1) * self.stride[1] + kernel[1] - w - self.pad[1]
         pads = (self.pad[1], max(extra_w, 0), self.pad[0], max(extra_h, 0))
         if self.method == pb.PoolingParameter.MAX:
-            padded = F.pad(x, pads, value=float("-inf"))
-            out = F.max_pool2d(padded, kernel, self.stride)
+            out = F.max_pool2d(F.pad(x, pads, value=float("-inf")), kernel, self.stride)
         else:
-            padded = F.pad(x, pads, value=0.0)
-            total = F.avg_pool2d(padded, kernel, self.stride, divisor_override=1)
-            # Divisor: window cells inside [-p, H + p) x [-p, W + p), i.e. the image plus its padding.
-            mask = torch.zeros((1, 1) + padded.shape[-2:], dtype=x.dtype, device=x.device)
-            mask[..., :h + 2 * self.pad[0], :w + 2 * self.pad[1]] = 1
-            count = F.avg_pool2d(mask, kernel, self.stride, divisor_override=1)
-            out = total / count
+            total = F.avg_pool2d(F.pad(x, pads, value=0.0), kernel, self.stride, divisor_override=1)
+            out = total / self._ave_divisor(h, w, kernel, out_h, out_w).to(x)
         return out[..., :out_h, :out_w]
+
+    def _ave_divisor(self, h: int, w: int, kernel, out_h: int, out_w: int) -> torch.Tensor:
+        """Window cells inside [-p, H + p) x [-p, W + p): the image plus its padding."""
+        def extent(size: int, axis: int, n: int) -> torch.Tensor:
+            starts = torch.arange(n) * self.stride[axis] - self.pad[axis]
+            return (torch.clamp(starts + kernel[axis], max=size + self.pad[axis]) - starts).double()
+        return extent(h, 0, out_h)[:, None] * extent(w, 1, out_w)[None, :]
 
 
 @register("LRN")

@@ -1,0 +1,50 @@
+"""Backward by autograd: float64 gradchecks of the layers whose forward has custom formulas."""
+import pytest
+import torch
+
+from convert import caffe_pb2 as pb
+from layer_helpers import one_layer_net
+
+CASES = {
+    "max_pool_pad_shrink": ('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 pad: 1 }', [(1, 2, 5, 5)]),
+    "max_pool_ceil": ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 }', [(1, 2, 6, 6)]),
+    "ave_pool_pad_shrink": ('type: "Pooling" pooling_param { pool: AVE kernel_size: 2 stride: 2 pad: 1 }', [(1, 2, 5, 5)]),
+    "ave_pool_ceil": ('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }', [(1, 2, 6, 6)]),
+    "ave_pool_global": ('type: "Pooling" pooling_param { pool: AVE global_pooling: true }', [(2, 2, 3, 4)]),
+    "lrn_across": ('type: "LRN" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 }', [(1, 4, 3, 3)]),
+    "lrn_within": ('type: "LRN" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL }',
+                   [(1, 2, 4, 4)]),
+    "batchnorm_train": ('type: "BatchNorm" batch_norm_param { eps: 0.001 }', [(3, 2, 2, 2)]),
+    "scale_bias_term": ('type: "Scale" scale_param { bias_term: true filler { type: "gaussian" std: 1 } '
+                        'bias_filler { type: "gaussian" std: 1 } }', [(2, 3, 2, 2)]),
+    "scale_bottom": ('type: "Scale" scale_param { axis: 1 }', [(2, 3, 2, 2), (3, 2)]),
+    "bias": ('type: "Bias" bias_param { filler { type: "gaussian" std: 1 } }', [(2, 3, 2)]),
+    "bias_bottom": ('type: "Bias" bias_param { axis: 0 }', [(2, 3, 2), (2, 3)]),
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: a busy intra-op thread pool only adds waiting (seconds per gradcheck on a loaded box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradcheck(case):
+    text, shapes = CASES[case]
+    bottoms = " ".join(f'bottom: "b{i}"' for i in range(len(shapes)))
+    net = one_layer_net(f'name: "l" {text} {bottoms} top: "y"', *shapes, phase=pb.TRAIN, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+    names = [name for name, _ in net.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for _, p in net.named_parameters()]
+
+    def forward(*tensors):
+        xs, ps = tensors[:len(inputs)], tensors[len(inputs):]
+        feed = {f"b{i}": x for i, x in enumerate(xs)}
+        return torch.func.functional_call(net, dict(zip(names, ps)), (feed,), {"outputs": ["y"]})["y"]
+
+    assert torch.autograd.gradcheck(forward, inputs + params, eps=1e-6, atol=1e-5)
