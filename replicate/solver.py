@@ -494,11 +494,12 @@ class Solver:
             f.write(line + "\n")
 
 
-def evaluate(net: Net, iterations: int) -> dict[str, float | list[float]]:
+def evaluate(net: Net, iterations: int, progress: bool = False) -> dict[str, float | list[float]]:
     """Caffe's Test: run the net `iterations` times and average each element of each output blob."""
+    from tqdm import tqdm
     sums: dict[str, np.ndarray] = {}
     with torch.no_grad():
-        for _ in range(iterations):
+        for _ in tqdm(range(iterations), desc="test", unit="batch", disable=not progress):
             for name, blob in net().items():
                 value = blob.detach().cpu().double().numpy().ravel()
                 sums[name] = sums[name] + value if name in sums else value

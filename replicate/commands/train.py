@@ -1,0 +1,53 @@
+"""`replicate train --solver S.prototxt [--weights W.caffemodel | --snapshot S.solverstate]`: Caffe's `caffe train`.
+
+Runs in the current directory: the solver's net, data sources and snapshot_prefix resolve against
+it, as they do for Caffe. Progress bar: iteration, loss, lr, images/s; the plain log (every
+iteration's loss and lr, every TEST output, the configuration and dropout convention) goes to
+PREFIX.log next to the snapshots.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from convert.errors import UserError
+from convert.layers.base import DROPOUT_CAFFE, DROPOUT_PAPER
+from replicate.solver import RESUME_DATA, Solver
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `train`."""
+    parser = subparsers.add_parser("train", help="train a solver.prototxt with Caffe's solver rules")
+    parser.add_argument("--solver", required=True, help="solver.prototxt (paths inside resolve against the cwd)")
+    parser.add_argument("--weights", help="caffemodel(s), comma-separated, to start from (finetuning)")
+    parser.add_argument("--snapshot", help=".solverstate to resume from")
+    parser.add_argument("--resume-data", choices=RESUME_DATA, default="continue",
+                        help="on resume: 'continue' data where the interrupted run stopped (default; equals an "
+                             "uninterrupted run), or 'caffe': from record 0, as a resumed Caffe process does")
+    parser.add_argument("--dropout", choices=(DROPOUT_CAFFE, DROPOUT_PAPER), default=DROPOUT_CAFFE,
+                        help="test-time dropout convention: Caffe's inverted dropout, or the paper's halving")
+    parser.add_argument("--seed", type=int, help="override the solver's random_seed")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train to max_iter; print the TEST outputs and the snapshots written."""
+    if args.weights and args.snapshot:
+        raise UserError("give --snapshot to resume training or --weights to finetune, not both")
+    solver = Solver(args.solver, root=Path.cwd(), weights=args.weights, seed=args.seed, dropout=args.dropout,
+                    device=args.device, progress=True)
+    if args.snapshot:
+        solver.restore(args.snapshot, resume_data=args.resume_data)
+    print(f"training {solver.net.name!r} ({solver.type}, seed {solver.seed}, dropout {solver.dropout}) "
+          f"from iteration {solver.iter} to {solver.param.max_iter}; log: {solver.log_path}")
+    solver.solve()
+    for record in solver.records:
+        if record["phase"] == "test":
+            outputs = ", ".join(f"{k} = {v}" for k, v in record.items() if k not in ("phase", "net", "iter"))
+            print(f"iteration {record['iter']}, test net {record['net']}: {outputs}")
+    final = [r for r in solver.records if r["phase"] == "train"]
+    if final:
+        print(f"iteration {final[-1]['iter']}, loss = {final[-1]['loss']:.6g}")
+    print(f"last snapshot: {solver.last_snapshot}")
+    return 0
