@@ -7,6 +7,7 @@ own size: families.py maps the paper's 227-px units to other sizes.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -85,10 +86,16 @@ def smooth(field: np.ndarray, sigma: float) -> np.ndarray:
 
 def elastic_field(shape: tuple[int, int], alpha: float, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Displacements (dx, dy): U(-alpha, alpha) per pixel, x first, each smoothed by a 2-sigma-truncated Gaussian."""
-    rng = np.random.default_rng(seed)
-    dx = rng.uniform(-alpha, alpha, shape)
-    dy = rng.uniform(-alpha, alpha, shape)
+    # One draw of 2 x H x W is the same stream as drawing dx, then dy.
+    dx, dy = np.random.default_rng(seed).uniform(-alpha, alpha, (2,) + tuple(shape))
     return smooth(dx, sigma), smooth(dy, sigma)
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.indices((h, w), dtype=np.float64)
+    xs.flags.writeable = ys.flags.writeable = False  # shared between calls
+    return xs, ys
 
 
 def elastic(image: np.ndarray, alpha: float, sigma: float, seed: int) -> np.ndarray:
@@ -96,9 +103,10 @@ def elastic(image: np.ndarray, alpha: float, sigma: float, seed: int) -> np.ndar
     check_image(image)
     h, w = image.shape[:2]
     dx, dy = elastic_field((h, w), alpha, sigma, seed)
-    ys, xs = np.indices((h, w))
-    map_x = np.clip(xs + dx, 0, w - 1).astype(np.float32)
-    map_y = np.clip(ys + dy, 0, h - 1).astype(np.float32)
+    xs, ys = _pixel_grid(h, w)
+    # Clipping after the cast to float32 is the same as before it (rounding is monotone, bounds exact).
+    map_x = np.clip((xs + dx).astype(np.float32), 0, w - 1)
+    map_y = np.clip((ys + dy).astype(np.float32), 0, h - 1)
     # Coordinates are clipped to the image, so the border mode only matters for the zero-weight
     # neighbour at the last row/column; replicate equals the authors' scipy mode='reflect' there.
     out = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
