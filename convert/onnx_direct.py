@@ -139,38 +139,57 @@ def _convolution(g: _Graph, lp, ins, shapes, outs):
     return [(n, num_out, *size)]
 
 
-@converts("Pooling")
-def _pooling(g: _Graph, lp, ins, shapes, outs):
+def pooled_size(size: int, k: int, s: int, p: int, ceil: bool = True) -> int:
+    """Caffe's pooling output size (PyTorch's ceil_mode rule is the same for p <= k/2)."""
+    out = -(-(size + 2 * p - k) // s) + 1 if ceil else (size + 2 * p - k) // s + 1
+    return out - 1 if p > 0 and (out - 1) * s >= size + p else out
+
+
+def pool_end_pads(size: Shape, out_size: Shape, k: Shape, s: Shape, p: Shape) -> list[int]:
+    """End pads that make floor-mode pooling (begin pad p) produce exactly out_size windows."""
+    return [max((out_size[i] - 1) * s[i] + k[i] - size[i] - p[i], 0) for i in range(len(size))]
+
+
+def ave_divisor_correction(size: Shape, out_size: Shape, k: Shape, s: Shape, p: Shape) -> np.ndarray | None:
+    """k_h*k_w / Caffe's AVE divisor per output cell (window clipped to [-p, H + p)); None if all 1."""
+    divisors = []
+    for i in range(2):
+        starts = np.arange(out_size[i]) * s[i] - p[i]
+        divisors.append(np.minimum(starts + k[i], size[i] + p[i]) - starts)
+    correction = (k[0] * k[1]) / np.outer(divisors[0], divisors[1])
+    return None if np.all(correction == 1) else correction
+
+
+def pool_nodes(g: "_Graph", name: str, x: str, out: str, is_max: bool, size: Shape, out_size: Shape,
+               k: Shape, s: Shape, p: Shape) -> None:
     """Caffe's ceil rounding and last-window shrink as explicit end pads for floor-mode ONNX pooling.
 
     MAX: padded cells never win (ONNX MaxPool ignores pads). AVE: ONNX with count_include_pad divides
     by k*k; Caffe divides by the window clipped to [-p, H + p), so windows reaching into the ceil
     overhang beyond H + p get a constant correction k*k / caffe_divisor (known at conversion time).
     """
+    end = pool_end_pads(size, out_size, k, s, p)
+    attrs = dict(kernel_shape=list(k), strides=list(s), pads=[p[0], p[1], end[0], end[1]])
+    if is_max:
+        g.node("MaxPool", [x], [out], name, **attrs)
+        return
+    correction = ave_divisor_correction(size, out_size, k, s, p)
+    if correction is None:
+        g.node("AveragePool", [x], [out], name, count_include_pad=1, **attrs)
+        return
+    g.node("AveragePool", [x], [f"{name}/mean_kxk"], name, count_include_pad=1, **attrs)
+    g.node("Mul", [f"{name}/mean_kxk", g.const(f"{name}/divisor_fix", correction)], [out], f"{name}/divisor_fix")
+
+
+@converts("Pooling")
+def _pooling(g: _Graph, lp, ins, shapes, outs):
     layer = g.parsed(lp, shapes)
     top = layer.top_shapes[0]
     is_max = layer.method == pb.PoolingParameter.MAX
     if layer.global_pooling:
         g.node("GlobalMaxPool" if is_max else "GlobalAveragePool", ins, outs, lp.name)
-        return [top]
-    size, out_size = shapes[0][2:], top[2:]
-    k, s, p = layer.kernel, layer.stride, layer.pad
-    end = [max((out_size[i] - 1) * s[i] + k[i] - size[i] - p[i], 0) for i in range(2)]
-    attrs = dict(kernel_shape=list(k), strides=list(s), pads=[p[0], p[1], end[0], end[1]])
-    if is_max:
-        g.node("MaxPool", ins, outs, lp.name, **attrs)
-        return [top]
-    divisors = []
-    for i in range(2):
-        starts = np.arange(out_size[i]) * s[i] - p[i]
-        divisors.append(np.minimum(starts + k[i], size[i] + p[i]) - starts)
-    correction = (k[0] * k[1]) / np.outer(divisors[0], divisors[1])
-    if np.all(correction == 1):
-        g.node("AveragePool", ins, outs, lp.name, count_include_pad=1, **attrs)
     else:
-        g.node("AveragePool", ins, [f"{lp.name}/mean_kxk"], lp.name, count_include_pad=1, **attrs)
-        g.node("Mul", [f"{lp.name}/mean_kxk", g.const(f"{lp.name}/divisor_fix", correction)], outs,
-               f"{lp.name}/divisor_fix")
+        pool_nodes(g, lp.name, ins[0], outs[0], is_max, shapes[0][2:], top[2:], layer.kernel, layer.stride, layer.pad)
     return [top]
 
 
