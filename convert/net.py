@@ -72,11 +72,10 @@ def with_inputs(net_param: pb.NetParameter, shapes: Mapping[str, Shape]) -> pb.N
     done: set[str] = set()
     for layer in net_param.layer:
         replaced = [t for t in layer.top if t in shapes]
-        if replaced and not layer.bottom:
-            if any(t in done for t in replaced):
-                continue  # the TRAIN/TEST twin of a data layer already replaced
+        if replaced and not layer.bottom:  # TRAIN and TEST twins each become an Input with their rules
             inp = out.layer.add(name=layer.name, type="Input", top=replaced)
             inp.include.extend(layer.include)
+            inp.exclude.extend(layer.exclude)
             for t in replaced:
                 inp.input_param.shape.add().dim.extend(int(d) for d in shapes[t])
             done.update(replaced)
@@ -229,7 +228,12 @@ class Net(nn.Module):
     def load_weights(self, source: pb.NetParameter | str | os.PathLike) -> dict[str, list[str]]:
         """Copy blobs by layer name from a caffemodel; return the loaded, ignored and untouched layer names."""
         if not isinstance(source, pb.NetParameter):
-            source = protoio.read_caffemodel(source)
+            path = source
+            try:
+                return self.load_weights(protoio.read_caffemodel(path))
+            except UserError as e:
+                message = str(e)
+                raise UserError(message if message.startswith(str(path)) else f"{path}: {message}") from None
         ours = {lp.name: layer for lp, layer in self.named_layers()}
         report: dict[str, list[str]] = {"loaded": [], "ignored": [], "untouched": []}
         for src in source.layer:
