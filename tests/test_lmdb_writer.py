@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from conftest import CAFFE
-from convert.errors import UserError
 from convert.protoio import read_binaryproto
 from lmdb_tools import writer
 from lmdb_tools.db import open_readonly
