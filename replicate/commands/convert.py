@@ -1,0 +1,183 @@
+"""`replicate convert NET.prototxt WEIGHTS.caffemodel --to onnx|pytorch --out FILE [--check]`: an old Caffe
+model to ONNX (direct or through torch.onnx) or to a PyTorch artifact, checked blob by blob.
+
+A train_val net is converted in its deploy form (TEST phase, Input instead of Data; the data
+blob's shape from --input-shape or from the Data layer's first batch). With --check the converted
+model runs (ONNX Runtime, CUDA provider when available) on the --reference fixture's inputs, or on
+N(0, 1) inputs drawn with --seed, and every output blob is compared with our PyTorch net, OpenCV's
+Caffe importer and the reference; above --tolerance (relative) the command fails with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from convert import protoio
+from convert.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `convert`."""
+    p = subparsers.add_parser("convert", help="an old Caffe model to ONNX or PyTorch, checked blob by blob",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("prototxt", type=Path, help="the net (deploy or train_val; legacy V1 is upgraded)")
+    p.add_argument("caffemodel", type=Path, help="its weights")
+    p.add_argument("--to", choices=["onnx", "pytorch"], required=True)
+    p.add_argument("--route", choices=["direct", "torch"], default="direct",
+                   help="onnx: write the graph from Caffe's definitions (direct) or export our PyTorch net (torch)")
+    p.add_argument("--outputs", help="comma-separated blobs to expose (default: the net outputs)")
+    p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm (+Scale) into the convolution before it")
+    p.add_argument("--input-shape", action="append", default=[], metavar="BLOB=N,C,H,W",
+                   help="shape of an input blob (repeatable); default: the prototxt's")
+    p.add_argument("--out", type=Path, required=True, help="output file (.onnx or .pt), written atomically")
+    p.add_argument("--check", action="store_true", help="run the converted model and compare every output blob")
+    p.add_argument("--reference", type=Path, help="a .npz of blobs (e.g. from Caffe's extract_features) to "
+                   "compare with; its input blobs are the check's inputs")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="max relative difference (default 1e-5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs (without --reference)")
+    p.set_defaults(func=run)
+
+
+def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
+    """`data=1,3,227,227` items as {blob: shape}."""
+    shapes = {}
+    for item in items:
+        blob, _, dims = item.partition("=")
+        try:
+            shapes[blob.strip()] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise UserError(f"--input-shape {item!r}: expected BLOB=N,C,H,W with integer dimensions") from None
+        if not blob.strip() or any(d <= 0 for d in shapes[blob.strip()]):
+            raise UserError(f"--input-shape {item!r}: expected BLOB=N,C,H,W with positive dimensions")
+    return shapes
+
+
+def _data_layer_shapes(net_param, prototxt: Path, missing: list[str]) -> dict[str, tuple[int, ...]]:
+    """Input shapes of a train_val net from its Data layers (one batch as the TEST net reads it)."""
+    from convert.net import Net
+    try:
+        net = Net(net_param, root=prototxt.parent)
+    except UserError as e:
+        raise UserError(f"{prototxt}: cannot read the data layer to learn the input shape ({e}); give "
+                        f"--input-shape {missing[0]}=N,C,H,W") from None
+    return {b: net.blob_shapes[b] for b in missing}
+
+
+def _preprocessing(net_param, prototxt: Path) -> dict:
+    """The data layer's transform, with the mean image loaded when there is a mean file."""
+    from convert.deploy import preprocessing
+    prep = preprocessing(net_param)
+    if prep.get("mean_file"):
+        path = prototxt.parent / prep["mean_file"]
+        if path.exists():
+            import torch
+            prep["mean"] = torch.from_numpy(protoio.read_binaryproto(path))
+    return prep
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert, write, optionally check; print what was done."""
+    from convert.deploy import data_blobs, deploy_net, input_shapes_of, test_phase
+    from convert.net import Net
+    from convert import onnx_check
+
+    net_param = protoio.read_net(args.prototxt)
+    weights = protoio.read_caffemodel(args.caffemodel)
+    shapes = parse_shapes(args.input_shape)
+    reference = dict(np.load(args.reference)) if args.reference else None
+    test_net = test_phase(net_param)
+    missing = [b for b in data_blobs(test_net) if b not in shapes and b not in input_shapes_of(test_net)]
+    if missing and reference is not None and all(b in reference for b in missing):
+        shapes.update({b: reference[b].shape for b in missing})
+    elif missing:
+        shapes.update(_data_layer_shapes(net_param, args.prototxt, missing))
+    deploy = deploy_net(net_param, shapes)
+    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
+    prep = _preprocessing(net_param, args.prototxt)
+    config = {"prototxt": str(args.prototxt), "caffemodel": str(args.caffemodel), "to": args.to,
+              "route": args.route, "outputs": outputs, "fold_bn": args.fold_bn,
+              "input_shapes": {k: list(v) for k, v in shapes.items()}}
+
+    net = None
+    if args.check or args.to == "pytorch" or args.route == "torch":
+        net = Net(deploy)
+        loaded = net.load_weights(weights)
+        if loaded["untouched"]:
+            raise UserError(f"{args.caffemodel}: does not fit {args.prototxt}: no weights for layer(s) "
+                            f"{', '.join(loaded['untouched'])}")
+
+    if args.to == "pytorch":
+        from convert.artifact import load_artifact, save_artifact
+        if args.fold_bn:
+            raise UserError("--fold-bn applies to ONNX conversion; the PyTorch artifact keeps Caffe's layers")
+        unknown = [o for o in outputs or [] if o not in net.blob_shapes]
+        if unknown:
+            raise UserError(f"output {unknown[0]!r} is no blob of net {net.name!r}; blobs: {', '.join(net.blob_shapes)}")
+        save_artifact(args.out, net, deploy, prep, config)
+        print(f"wrote {args.out} (PyTorch artifact: {sum(1 for _, l in net.named_layers() if l.blob_names)} "
+              f"layers with weights, deploy prototxt, preprocessing)")
+        candidate_model = load_artifact(args.out)
+    else:
+        meta = {"config": config, "preprocessing": {k: v for k, v in prep.items() if k != "mean"}}
+        if args.route == "direct":
+            from convert.onnx_direct import to_onnx
+            model = to_onnx(deploy, weights, outputs=outputs, fold_bn=args.fold_bn, metadata=meta)
+        else:
+            from convert.onnx_direct import fold_batchnorm, weights_by_layer
+            from convert.onnx_torch import export
+            source = net
+            if args.fold_bn:
+                layers, folded_weights, _ = fold_batchnorm(list(deploy.layer), weights_by_layer(weights),
+                                                           set(outputs or net.output_blobs))
+                folded = type(deploy)()
+                folded.CopyFrom(deploy)
+                del folded.layer[:]
+                folded.layer.extend(layers)
+                source = Net(folded)
+                source.load_weights(_as_model(folded, folded_weights))
+            model = export(source, outputs, metadata=meta)
+        import onnx
+        onnx.checker.check_model(model, full_check=True)
+        protoio.atomic_write(args.out, model.SerializeToString())
+        print(f"wrote {args.out} (ONNX opset {model.opset_import[0].version}, route {args.route}, "
+              f"outputs {', '.join(o.name for o in model.graph.output)})")
+
+    if not args.check:
+        return 0
+    if reference is not None:
+        inputs = {b: reference[b] for b in net.input_blobs if b in reference}
+        if len(inputs) != len(net.input_blobs):
+            raise UserError(f"{args.reference}: holds no input blob {[b for b in net.input_blobs if b not in inputs]}")
+        source_note = f"inputs: {args.reference}"
+    else:
+        rng = np.random.default_rng(args.seed)
+        inputs = {b: rng.standard_normal(net.blob_shapes[b]).astype(np.float32) for b in net.input_blobs}
+        source_note = f"inputs: N(0, 1), seed {args.seed}"
+    kwargs = dict(opencv=(deploy, args.caffemodel), reference=reference, tolerance=args.tolerance)
+    if args.to == "pytorch":
+        import torch
+        with torch.no_grad():
+            blobs = candidate_model({k: torch.from_numpy(v) for k, v in inputs.items()},
+                                    outputs=outputs or list(net.output_blobs))
+        report = onnx_check.check_blobs({k: v.numpy() for k, v in blobs.items()}, "the reloaded PyTorch artifact",
+                                        net, inputs, **kwargs)
+    else:
+        report = onnx_check.check_onnx(model, net, inputs, **kwargs)
+    report.notes.insert(0, source_note)
+    print(report.table())
+    if not report.ok:
+        raise UserError(f"check failed: {len(report.failed)} blob(s) differ by more than {args.tolerance:g} "
+                        f"(relative): {', '.join(report.failed)}")
+    return 0
+
+
+def _as_model(net_param, weights: dict[str, list[np.ndarray]]):
+    """A caffemodel-like NetParameter holding the given weights (for Net.load_weights)."""
+    out = type(net_param)()
+    for lp in net_param.layer:
+        if lp.name in weights:
+            layer = out.layer.add(name=lp.name, type=lp.type)
+            layer.blobs.extend(protoio.array_to_blob(a) for a in weights[lp.name])
+    return out
