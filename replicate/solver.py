@@ -290,7 +290,9 @@ class Solver:
     def _check_finite(self, loss: float) -> float:
         if not math.isfinite(loss):
             kept = f"the last good snapshot is {self.last_snapshot}" if self.last_snapshot else "no snapshot was written"
-            raise UserError(f"iteration {self.iter}: loss is {loss}; training stopped ({kept})")
+            message = f"iteration {self.iter}: loss is {loss}; training stopped ({kept})"
+            self._log(f"error {message}")
+            raise UserError(message)
         return loss
 
     def _update_smoothed(self, loss: float, index: int) -> None:
