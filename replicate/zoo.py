@@ -11,10 +11,11 @@ API:
     widest(dataset, family) -> Net                 the net trained with the widest range of a family
                                                    (the one Figs. 1, 7 compare against the baseline)
 
-Training parameters use PROTOCOL.md's units at 227 px: color_jitter sigma; crop size (resize to size x size,
-then a 227 crop); elastic sigma and alpha_max; blur and noise sigma_max; mirror flip_ud / flip_lr (Table 3's
-"Mirror Horz." is flip_ud, the up-down flip, by the authors' naming); perspective sigma_max; rotation and
-shear max_deg (uniform in [-max_deg, max_deg]).
+Training parameters are the transform family's training config (replicate.transforms FAMILIES[f].training),
+in PROTOCOL.md's units at 227 px: color_jitter sigma; crop resize (resize to S x S, then a 227 crop); elastic
+sigma and alpha_max; blur and noise s_max; mirror flip = flip_ud / flip_lr / flip_both (Table 3's
+"Mirror Horz." is flip_ud, the up-down flip, by the authors' naming); perspective s_max; rotation and
+shear t (uniform in [-t, t] degrees).
 
 range_rank orders a family's nets by how much they transform (1 = mildest; baselines 0). For elastic the
 mean displacement grows with alpha_max and shrinks with the smoothing sigma, so (sigma 2, alpha 10) is the

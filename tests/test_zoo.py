@@ -9,14 +9,14 @@ from replicate import cli, paper, zoo
 # PROTOCOL.md's training ranges, typed here independently of paper_tables/zoo.csv
 PROTOCOL_RANGES = {
     "color_jitter": [{"sigma": s} for s in (5, 10, 15, 20)],
-    "crop": [{"size": s} for s in (240, 256, 288, 320)],
+    "crop": [{"resize": s} for s in (240, 256, 288, 320)],
     "elastic": [{"sigma": s, "alpha_max": a} for s, a in ((2, 5), (2, 10), (3, 5), (3, 10))],
-    "blur": [{"sigma_max": 1.5}, {"sigma_max": 3}],
-    "noise": [{"sigma_max": s} for s in (5, 10, 15, 20)],
-    "mirror": [{"flip_ud": 1, "flip_lr": 0}, {"flip_ud": 0, "flip_lr": 1}, {"flip_ud": 1, "flip_lr": 1}],
-    "perspective": [{"sigma_max": s} for s in (0.001, 0.002, 0.003, 0.004)],
-    "rotation": [{"max_deg": t} for t in (5, 10, 15, 20)],
-    "shear": [{"max_deg": t} for t in (5, 10, 15, 20)],
+    "blur": [{"s_max": 1.5}, {"s_max": 3}],
+    "noise": [{"s_max": s} for s in (5, 10, 15, 20)],
+    "mirror": [{"flip": "flip_ud"}, {"flip": "flip_lr"}, {"flip": "flip_both"}],
+    "perspective": [{"s_max": s} for s in (0.001, 0.002, 0.003, 0.004)],
+    "rotation": [{"t": t} for t in (5, 10, 15, 20)],
+    "shear": [{"t": t} for t in (5, 10, 15, 20)],
     "baseline": [{}, {}, {}],
 }
 
@@ -37,8 +37,8 @@ def test_training_ranges_follow_protocol(dataset):
 
 def test_mirror_horz_is_the_up_down_flip():
     for dataset in paper.DATASETS:
-        assert zoo.get("Mirror Horz.", dataset).params == {"flip_ud": 1, "flip_lr": 0}
-        assert zoo.get("Mirror Vert.", dataset).params == {"flip_ud": 0, "flip_lr": 1}
+        assert zoo.get("Mirror Horz.", dataset).params == {"flip": "flip_ud"}
+        assert zoo.get("Mirror Vert.", dataset).params == {"flip": "flip_lr"}
 
 
 def test_seeds_distinct_and_baselines_differ():
@@ -94,9 +94,17 @@ def test_cli_zoo_list(capsys):
     assert lines[0].split()[:3] == ["dataset", "id", "name"]
     assert len(lines) == 1 + 36 + 1 and lines[-1] == "36 nets"
     assert all(line.startswith("rvl-cdip") for line in lines[1:-1])
-    assert any("mirror_ud " in line and "flip_ud=1 flip_lr=0" in line for line in lines)
+    assert any("mirror_ud " in line and "flip=flip_ud" in line for line in lines)
     assert cli.main(["zoo", "list"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "72 nets"
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["zoo", "list", "--dataset", "mnist"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("dataset", paper.DATASETS)
+def test_every_zoo_net_is_a_training_config_of_its_transform_family(dataset):
+    from replicate.transforms import FAMILIES
+    for net in zoo.nets(dataset):
+        if net.family != "baseline":
+            assert dict(net.params) in [dict(c) for c in FAMILIES[net.family].training], net.name
