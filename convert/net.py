@@ -280,7 +280,7 @@ class Net(nn.Module):
             dst.CopyFrom(lp)
             dst.phase = self.ctx.phase
             for arr in layer.blob_arrays():
-                dst.blobs.append(protoio.array_to_blob(arr))
+                protoio.array_to_blob(arr, into=dst.blobs.add())
         return out
 
     def save_caffemodel(self, path: str | os.PathLike) -> None:

