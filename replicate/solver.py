@@ -20,7 +20,9 @@ Python API for the experiment pipeline:
     order of the TRAIN data layer's tops (e.g. (data, label)) or a dict blob name -> tensor. The TRAIN
     data layer becomes an Input layer fed by it (the paper's transform-augmented batches come this
     way); it is called once at construction for the blob shapes, and that batch is used first.
-  - .records holds every displayed train loss and test output as dicts, like the log file.
+    On resume the caller positions its own batch stream; the sidecar still restores the RNGs.
+  - .records holds the train losses of display iterations (iter % display == 0) and every test
+    output as dicts; the log file has the loss and lr of every iteration.
 
 Caffe's iteration, reproduced in this order: test (at test_interval, and at 0 if
 test_initialization); iter_size forward/backward passes accumulating diffs (displayed loss: their
@@ -255,7 +257,7 @@ class Solver:
                 self._update_smoothed(loss, self.iter - start)
                 rate = self._apply_update()
                 self._record({"phase": "train", "iter": self.iter, "loss": self.smoothed_loss, "raw_loss": loss,
-                              "lr": rate})
+                              "lr": rate}, keep=bool(p.display) and self.iter % p.display == 0)
                 self.iter += 1
                 if p.snapshot and self.iter % p.snapshot == 0:
                     self.snapshot()
@@ -486,8 +488,10 @@ class Solver:
             self._log(f"note: snapshot was trained with dropout={saved.get('dropout')}, continuing with {self.dropout}")
 
     # -------------------------------------------------------------------- log
-    def _record(self, entry: dict) -> None:
-        self.records.append(entry)
+    def _record(self, entry: dict, keep: bool = True) -> None:
+        """Log an entry; keep it in .records too (train losses only at display iterations, as Caffe shows them)."""
+        if keep:
+            self.records.append(entry)
         self._log(" ".join(f"{k}={v}" for k, v in entry.items()))
 
     def _log(self, line: str) -> None:
