@@ -66,13 +66,13 @@ class _Graph:
 
     def const(self, name: str, value) -> str:
         arr = np.asarray(value)
-        arr = arr.astype(np.int64) if arr.dtype.kind in "iu" else arr.astype(np.float32)
+        arr = arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float32, copy=False)
         self.inits.append(numpy_helper.from_array(arr, name))
         return name
 
     def blobs(self, lp: pb.LayerParameter, expected: Sequence[Shape]) -> list[np.ndarray]:
         """The layer's weights, checked against the shapes the prototxt implies."""
-        arrays = self.weights.get(lp.name)
+        arrays = self.weights.get(lp.name, [] if not expected else None)
         if arrays is None:
             raise UserError(f"layer {lp.name!r} ({lp.type}): the caffemodel has no weights for it; the prototxt "
                             f"needs {len(expected)} blob(s) of shapes {[tuple(s) for s in expected]}")
@@ -86,7 +86,7 @@ class _Graph:
                     raise UserError(f"layer {lp.name!r}: blob {i} has shape {arr.shape} in the weights, the "
                                     f"prototxt needs {shape}")
                 arr = arr.reshape(shape)
-            out.append(arr.astype(np.float32))
+            out.append(arr.astype(np.float32, copy=False))
         return out
 
     def parsed(self, lp: pb.LayerParameter, in_shapes: Sequence[Shape]):
@@ -338,21 +338,21 @@ def _inner_product(g: _Graph, lp, ins, shapes, outs):
     axis = canonical_axis(ip.axis, len(shape), name)
     k, n = math.prod(shape[axis:]), ip.num_output
     arrays = g.blobs(lp, [(k, n) if ip.transpose else (n, k)] + ([(n,)] if ip.bias_term else []))
-    weight_kn = arrays[0] if ip.transpose else arrays[0].T
     top = tuple(shape[:axis]) + (n,)
     if axis == 1:  # the common case: (N, K) x W^T + b as one Gemm
         x = ins[0]
         if len(shape) > 2:
             g.node("Flatten", [x], [f"{name}/flat"], f"{name}/flat", axis=1)
             x = f"{name}/flat"
-        inputs = [x, g.const(f"{name}/weight", np.ascontiguousarray(weight_kn))]
+        inputs = [x, g.const(f"{name}/weight", arrays[0])]  # Caffe's layout; Gemm transposes as needed
         if ip.bias_term:
             inputs.append(g.const(f"{name}/bias", arrays[1]))
-        g.node("Gemm", inputs, outs, name)
+        g.node("Gemm", inputs, outs, name, transB=0 if ip.transpose else 1)
         return [top]
     g.node("Reshape", [ins[0], g.const(f"{name}/flat_shape", list(shape[:axis]) + [k])], [f"{name}/flat"],
            f"{name}/flat")
-    g.node("MatMul", [f"{name}/flat", g.const(f"{name}/weight", np.ascontiguousarray(weight_kn))],
+    weight_kn = arrays[0] if ip.transpose else np.ascontiguousarray(arrays[0].T)
+    g.node("MatMul", [f"{name}/flat", g.const(f"{name}/weight", weight_kn)],
            [outs[0] if not ip.bias_term else f"{name}/product"], name)
     if ip.bias_term:
         g.node("Add", [f"{name}/product", g.const(f"{name}/bias", arrays[1])], outs, f"{name}/bias")
@@ -531,7 +531,7 @@ def _argmax(g: _Graph, lp, ins, shapes, outs):
     layer, name, shape = g.parsed(lp, shapes), lp.name, shapes[0]
     x, axis = ins[0], (layer.axis if layer.has_axis else 1)
     if not layer.has_axis:
-        g.node("Reshape", [x, g.const(f"{name}/rows", [shape[0], -1])], [f"{name}/rows"], f"{name}/rows")
+        g.node("Reshape", [x, g.const(f"{name}/rows_shape", [shape[0], -1])], [f"{name}/rows"], f"{name}/rows")
         x = f"{name}/rows"
     extent = shape[axis] if layer.has_axis else math.prod(shape[1:])
     g.node("Slice", [x, g.const(f"{name}/rev_start", [-1]), g.const(f"{name}/rev_end", [-extent - 1]),

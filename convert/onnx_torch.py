@@ -23,6 +23,8 @@ from convert.net import Net
 from convert.onnx_direct import ave_divisor_correction, pool_end_pads, pooled_size
 
 OPSET = 18
+# Layer types whose PyTorch implementation torch.onnx cannot export (the direct route converts them).
+NOT_EXPORTABLE = {"ArgMax": "its stable sort (Caffe's tie order) has no torch.onnx export"}
 
 
 @symbolic_helper.parse_args("v", "is", "is", "is", "i", "i", "i")
@@ -108,6 +110,10 @@ class _BlobOutputs(nn.Module):
 
 def export(net: Net, outputs: Sequence[str] | None = None, metadata: Mapping[str, object] | None = None) -> onnx.ModelProto:
     """Trace the net at its declared input shapes and return the ONNX model (inputs/outputs named by blob)."""
+    for lp, _ in net.named_layers():
+        if lp.type in NOT_EXPORTABLE:
+            raise UserError(f"layer {lp.name!r}: layer type {lp.type!r} has no torch.onnx export "
+                            f"({NOT_EXPORTABLE[lp.type]}); use --route direct")
     outputs = list(outputs) if outputs else list(net.output_blobs)
     unknown = [o for o in outputs if o not in net.blob_shapes]
     if unknown:
