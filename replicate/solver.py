@@ -121,6 +121,7 @@ class Solver:
         self.smoothed_loss = 0.0
         self.records: list[dict] = []
         self.last_snapshot: Path | None = None
+        self.stop_requested = False     # set (e.g. by a SIGINT handler) to stop at the next iteration boundary
         self.weights_source = [weights] if isinstance(weights, str) else list(weights or param.weights)
         prefix = param.snapshot_prefix or (Path(self._net_file() or "snapshot").with_suffix("").as_posix())
         self.snapshot_prefix = prefix
@@ -226,11 +227,17 @@ class Solver:
         return int(self.net.blob_shapes[first][0]) * self.param.iter_size
 
     def solve(self) -> None:
-        """Caffe's Solver::Solve: step to max_iter, snapshot, report the final loss and test."""
+        """Caffe's Solver::Solve: step to max_iter, snapshot, report the final loss and test.
+
+        A stop request ends training after the current iteration with the same snapshot, as Caffe's
+        SIGINT does, and skips the final loss and test.
+        """
         self.step(self.param.max_iter - self.iter)
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
+        if self.stop_requested:
+            return
         if p.display and self.iter % p.display == 0:
             with torch.no_grad():
                 loss = self._check_finite(self.net.loss(self._forward()).item())
@@ -261,6 +268,9 @@ class Solver:
                 self.iter += 1
                 if p.snapshot and self.iter % p.snapshot == 0:
                     self.snapshot()
+                if self.stop_requested:
+                    self._log(f"stopped on request at iter={self.iter}")
+                    break
                 if bar is not None:
                     bar.set_postfix(loss=f"{self.smoothed_loss:.4g}", lr=f"{rate:.3g}",
                                     img_s=f"{self.images_per_iter / (time.perf_counter() - tic):.1f}")

@@ -3,11 +3,13 @@
 Runs in the current directory: the solver's net, data sources and snapshot_prefix resolve against
 it, as they do for Caffe. Progress bar: iteration, loss, lr, images/s; the plain log (every
 iteration's loss and lr, every TEST output, the configuration and dropout convention) goes to
-PREFIX.log next to the snapshots.
+PREFIX.log next to the snapshots. Ctrl-C stops after the current iteration with a snapshot (exit 130).
 """
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
 
 from convert.errors import UserError
@@ -41,7 +43,20 @@ def run(args: argparse.Namespace) -> int:
         solver.restore(args.snapshot, resume_data=args.resume_data)
     print(f"training {solver.net.name!r} ({solver.type}, seed {solver.seed}, dropout {solver.dropout}) "
           f"from iteration {solver.iter} to {solver.param.max_iter}; log: {solver.log_path}")
-    solver.solve()
+
+    def request_stop(signum, frame):
+        """First Ctrl-C: finish the iteration and snapshot (as Caffe does); a second one aborts."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        solver.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        solver.solve()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if solver.stop_requested:
+        print(f"stopped at iteration {solver.iter}; resume with --snapshot {solver.last_snapshot}", file=sys.stderr)
+        return 130
     for record in solver.records:
         if record["phase"] == "test":
             outputs = ", ".join(f"{k} = {v}" for k, v in record.items() if k not in ("phase", "net", "iter"))
