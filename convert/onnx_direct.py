@@ -54,7 +54,8 @@ def weights_by_layer(model: pb.NetParameter) -> dict[str, list[np.ndarray]]:
 class _Graph:
     """Nodes, initializers and value shapes of the graph being written."""
 
-    def __init__(self, weights: Mapping[str, list[np.ndarray]]):
+    def __init__(self, weights: Mapping[str, list[np.ndarray]], source: str):
+        self.source = source  # names the weights in messages
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.shapes: dict[str, Shape] = {}
@@ -74,16 +75,17 @@ class _Graph:
         """The layer's weights, checked against the shapes the prototxt implies."""
         arrays = self.weights.get(lp.name, [] if not expected else None)
         if arrays is None:
-            raise UserError(f"layer {lp.name!r} ({lp.type}): the caffemodel has no weights for it; the prototxt "
+            raise UserError(f"{self.source}: layer {lp.name!r} ({lp.type}) has no weights; the prototxt "
                             f"needs {len(expected)} blob(s) of shapes {[tuple(s) for s in expected]}")
         if len(arrays) != len(expected):
-            raise UserError(f"layer {lp.name!r}: weights have {len(arrays)} blobs, the prototxt needs {len(expected)}")
+            raise UserError(f"{self.source}: layer {lp.name!r} has {len(arrays)} blobs, the prototxt needs "
+                            f"{len(expected)}")
         out = []
         for i, (arr, shape) in enumerate(zip(arrays, expected)):
             shape = tuple(shape)
             if arr.shape != shape:
                 if not (arr.size == math.prod(shape) and _legacy_equivalent(arr.shape, shape)):
-                    raise UserError(f"layer {lp.name!r}: blob {i} has shape {arr.shape} in the weights, the "
+                    raise UserError(f"{self.source}: layer {lp.name!r} blob {i} has shape {arr.shape}, the "
                                     f"prototxt needs {shape}")
                 arr = arr.reshape(shape)
             out.append(arr.astype(np.float32, copy=False))
@@ -644,8 +646,11 @@ def _net_outputs(layers: Sequence[pb.LayerParameter]) -> list[str]:
 
 def to_onnx(net_param: pb.NetParameter, weights: pb.NetParameter | Mapping[str, list[np.ndarray]], *,
             outputs: Sequence[str] | None = None, fold_bn: bool = False,
-            metadata: Mapping[str, object] | None = None) -> onnx.ModelProto:
-    """Convert a deploy net (Input layers, TEST phase; see convert.deploy) with its weights to ONNX."""
+            metadata: Mapping[str, object] | None = None, weights_source: str = "the weights") -> onnx.ModelProto:
+    """Convert a deploy net (Input layers, TEST phase; see convert.deploy) with its weights to ONNX.
+
+    weights_source names the weights in error messages (e.g. "w.caffemodel does not fit net.prototxt").
+    """
     if isinstance(weights, pb.NetParameter):
         weights = weights_by_layer(weights)
     layers = list(net_param.layer)
@@ -665,7 +670,7 @@ def to_onnx(net_param: pb.NetParameter, weights: pb.NetParameter | Mapping[str, 
         raise UserError(f"layer {lp.name!r}: layer type {lp.type!r} has no ONNX conversion{why}; convertible: "
                         + ", ".join(sorted([*CONVERTERS, *ALIAS_TYPES, "Input"])))
 
-    g = _Graph(weights)
+    g = _Graph(weights, weights_source)
     last_writer = {t: i for i, lp in enumerate(layers) for t in lp.top if lp.type not in ALIAS_TYPES}
     current: dict[str, str] = {}
     graph_inputs = []

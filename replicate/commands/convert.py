@@ -81,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
     """Convert, write, optionally check; print what was done."""
     from convert.deploy import data_blobs, deploy_net, input_shapes_of, test_phase
     from convert.net import Net
-    from convert import onnx_check
 
     net_param = protoio.read_net(args.prototxt)
     weights = protoio.read_caffemodel(args.caffemodel)
@@ -100,77 +99,108 @@ def run(args: argparse.Namespace) -> int:
               "route": args.route, "outputs": outputs, "fold_bn": args.fold_bn,
               "input_shapes": {k: list(v) for k, v in shapes.items()}}
 
+    misfit = f"{args.caffemodel} does not fit {args.prototxt}"
     net = None
     if args.check or args.to == "pytorch" or args.route == "torch":
         net = Net(deploy)
-        loaded = net.load_weights(weights)
+        try:
+            loaded = net.load_weights(weights)
+        except UserError as e:
+            raise UserError(f"{misfit}: {e}") from None
         if loaded["untouched"]:
-            raise UserError(f"{args.caffemodel}: does not fit {args.prototxt}: no weights for layer(s) "
-                            f"{', '.join(loaded['untouched'])}")
+            raise UserError(f"{misfit}: no weights for layer(s) {', '.join(loaded['untouched'])}")
 
     if args.to == "pytorch":
-        from convert.artifact import load_artifact, save_artifact
-        if args.fold_bn:
-            raise UserError("--fold-bn applies to ONNX conversion; the PyTorch artifact keeps Caffe's layers")
-        unknown = [o for o in outputs or [] if o not in net.blob_shapes]
-        if unknown:
-            raise UserError(f"output {unknown[0]!r} is no blob of net {net.name!r}; blobs: {', '.join(net.blob_shapes)}")
-        save_artifact(args.out, net, deploy, prep, config)
-        print(f"wrote {args.out} (PyTorch artifact: {sum(1 for _, l in net.named_layers() if l.blob_names)} "
-              f"layers with weights, deploy prototxt, preprocessing)")
-        candidate_model = load_artifact(args.out)
-    else:
-        meta = {"config": config, "preprocessing": {k: v for k, v in prep.items() if k != "mean"}}
-        if args.route == "direct":
-            from convert.onnx_direct import to_onnx
-            model = to_onnx(deploy, weights, outputs=outputs, fold_bn=args.fold_bn, metadata=meta)
-        else:
-            from convert.onnx_direct import fold_batchnorm, weights_by_layer
-            from convert.onnx_torch import export
-            source = net
-            if args.fold_bn:
-                layers, folded_weights, _ = fold_batchnorm(list(deploy.layer), weights_by_layer(weights),
-                                                           set(outputs or net.output_blobs))
-                folded = type(deploy)()
-                folded.CopyFrom(deploy)
-                del folded.layer[:]
-                folded.layer.extend(layers)
-                source = Net(folded)
-                source.load_weights(_as_model(folded, folded_weights))
-            model = export(source, outputs, metadata=meta)
-        import onnx
-        onnx.checker.check_model(model, full_check=True)
-        protoio.atomic_write(args.out, model.SerializeToString())
-        print(f"wrote {args.out} (ONNX opset {model.opset_import[0].version}, route {args.route}, "
-              f"outputs {', '.join(o.name for o in model.graph.output)})")
-
-    if not args.check:
+        _write_artifact(args, net, deploy, prep, config, outputs, reference)
         return 0
+    meta = {"config": config, "preprocessing": {k: v for k, v in prep.items() if k != "mean"}}
+    if args.route == "direct":
+        from convert.onnx_direct import to_onnx
+        model = to_onnx(deploy, weights, outputs=outputs, fold_bn=args.fold_bn, metadata=meta,
+                        weights_source=misfit)
+    else:
+        from convert.onnx_torch import export
+        model = export(_folded_net(deploy, weights, outputs or net.output_blobs) if args.fold_bn else net,
+                       outputs, metadata=meta)
+    import onnx
+    onnx.checker.check_model(model, full_check=True)
+    if args.check:  # a model that fails its check is not written
+        from convert import onnx_check
+        inputs, note = _check_inputs(args, net, reference)
+        _report(args, onnx_check.check_onnx(model, net, inputs, opencv=(deploy, args.caffemodel),
+                                            reference=reference, tolerance=args.tolerance), note)
+    protoio.atomic_write(args.out, model.SerializeToString())
+    print(f"wrote {args.out} (ONNX opset {model.opset_import[0].version}, route {args.route}, "
+          f"outputs {', '.join(o.name for o in model.graph.output)})")
+    return 0
+
+
+def _write_artifact(args, net, deploy, prep, config, outputs, reference) -> None:
+    """Save the artifact under a temporary name, reload and check it, then rename it into place."""
+    import os
+
+    import torch
+
+    from convert import onnx_check
+    from convert.artifact import load_artifact, save_artifact
+    if args.fold_bn:
+        raise UserError("--fold-bn applies to ONNX conversion; the PyTorch artifact keeps Caffe's layers")
+    unknown = [o for o in outputs or [] if o not in net.blob_shapes]
+    if unknown:
+        raise UserError(f"output {unknown[0]!r} is no blob of net {net.name!r}; blobs: {', '.join(net.blob_shapes)}")
+    unchecked = args.out.parent / f".{args.out.name}.unchecked"
+    save_artifact(unchecked, net, deploy, prep, config)
+    try:
+        reloaded = load_artifact(unchecked)
+        if args.check:
+            inputs, note = _check_inputs(args, net, reference)
+            with torch.no_grad():
+                blobs = reloaded({k: torch.from_numpy(v) for k, v in inputs.items()},
+                                 outputs=outputs or list(net.output_blobs))
+            _report(args, onnx_check.check_blobs({k: v.numpy() for k, v in blobs.items()},
+                                                 "the reloaded PyTorch artifact", net, inputs,
+                                                 opencv=(deploy, args.caffemodel), reference=reference,
+                                                 tolerance=args.tolerance), note)
+        os.replace(unchecked, args.out)
+    finally:
+        unchecked.unlink(missing_ok=True)
+    print(f"wrote {args.out} (PyTorch artifact: weights of {len(reloaded.learnable_blobs())} blobs, "
+          "deploy prototxt, preprocessing)")
+
+
+def _folded_net(deploy, weights, keep):
+    """Our Net of the deploy net with BatchNorm (+Scale) folded into convolutions (for --route torch)."""
+    from convert.net import Net
+    from convert.onnx_direct import fold_batchnorm, weights_by_layer
+    layers, folded_weights, _ = fold_batchnorm(list(deploy.layer), weights_by_layer(weights), set(keep))
+    folded = type(deploy)()
+    folded.CopyFrom(deploy)
+    del folded.layer[:]
+    folded.layer.extend(layers)
+    net = Net(folded)
+    net.load_weights(_as_model(folded, folded_weights))
+    return net
+
+
+def _check_inputs(args, net, reference) -> tuple[dict[str, np.ndarray], str]:
+    """The reference's input blobs, or seeded N(0, 1) arrays of the input shapes; and a note saying which."""
     if reference is not None:
-        inputs = {b: reference[b] for b in net.input_blobs if b in reference}
-        if len(inputs) != len(net.input_blobs):
-            raise UserError(f"{args.reference}: holds no input blob {[b for b in net.input_blobs if b not in inputs]}")
-        source_note = f"inputs: {args.reference}"
-    else:
-        rng = np.random.default_rng(args.seed)
-        inputs = {b: rng.standard_normal(net.blob_shapes[b]).astype(np.float32) for b in net.input_blobs}
-        source_note = f"inputs: N(0, 1), seed {args.seed}"
-    kwargs = dict(opencv=(deploy, args.caffemodel), reference=reference, tolerance=args.tolerance)
-    if args.to == "pytorch":
-        import torch
-        with torch.no_grad():
-            blobs = candidate_model({k: torch.from_numpy(v) for k, v in inputs.items()},
-                                    outputs=outputs or list(net.output_blobs))
-        report = onnx_check.check_blobs({k: v.numpy() for k, v in blobs.items()}, "the reloaded PyTorch artifact",
-                                        net, inputs, **kwargs)
-    else:
-        report = onnx_check.check_onnx(model, net, inputs, **kwargs)
-    report.notes.insert(0, source_note)
+        missing = [b for b in net.input_blobs if b not in reference]
+        if missing:
+            raise UserError(f"{args.reference}: holds no input blob {missing[0]!r}")
+        return {b: reference[b] for b in net.input_blobs}, f"inputs: {args.reference}"
+    rng = np.random.default_rng(args.seed)
+    return ({b: rng.standard_normal(net.blob_shapes[b]).astype(np.float32) for b in net.input_blobs},
+            f"inputs: N(0, 1), seed {args.seed}")
+
+
+def _report(args, report, note: str) -> None:
+    """Print the table; a failed check is a UserError after it."""
+    report.notes.insert(0, note)
     print(report.table())
     if not report.ok:
         raise UserError(f"check failed: {len(report.failed)} blob(s) differ by more than {args.tolerance:g} "
-                        f"(relative): {', '.join(report.failed)}")
-    return 0
+                        f"(relative): {', '.join(report.failed)}; nothing written")
 
 
 def _as_model(net_param, weights: dict[str, list[np.ndarray]]):
