@@ -126,9 +126,9 @@ class Solver:
         prefix = param.snapshot_prefix or (Path(self._net_file() or "snapshot").with_suffix("").as_posix())
         self.snapshot_prefix = prefix
         self.log_path = Path(log_path) if log_path else self._log_path_for(prefix)
+        self._log(f"config {json.dumps(self.config())}")
         for source in self.weights_source:
             self._load_weights(source)
-        self._log(f"config {json.dumps(self.config())}")
 
     # ---------------------------------------------------------------- building
     def _path(self, p: str | os.PathLike) -> Path:
@@ -148,8 +148,12 @@ class Solver:
             if sum(sources) != 1:
                 raise UserError("solver: give exactly one of train_net_param, train_net, net_param, net "
                                 f"(found {sum(sources)})")
-            net_param = (p.train_net_param if sources[0] else protoio.read_net(self._path(p.train_net))
-                         if sources[1] else p.net_param if sources[2] else protoio.read_net(self._path(p.net)))
+            if p.HasField("train_net_param"):
+                net_param = p.train_net_param
+            elif p.HasField("net_param"):
+                net_param = p.net_param
+            else:
+                net_param = protoio.read_net(self._path(p.train_net or p.net))
         state = pb.NetState(phase=pb.TRAIN)
         state.MergeFrom(net_param.state)
         state.MergeFrom(p.train_state)
