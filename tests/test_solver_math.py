@@ -247,3 +247,23 @@ def test_smoothed_loss_is_mean_of_last_average_loss(tmp_path):
     *_, losses, records = run_both(tmp_path, sp, iters=7)
     for k, r in enumerate(records):
         assert r["loss"] == pytest.approx(np.mean(losses[max(0, k - 2):k + 1]), rel=1e-5)
+
+
+def test_embedded_test_net_sees_trained_weights(tmp_path):
+    """train_net_param / test_net_param from the SolverParameter; the test net shares the train net's blobs."""
+    param = parse_text_proto(solver_text({"base_lr": 0.05, "lr_policy": "fixed", "momentum": 0.9,
+                                          "max_iter": 10, "test_iter": 3}), pb.SolverParameter)
+    param.train_net_param.CopyFrom(parse_text_proto(NET.replace("FC2_LR", "1"), pb.NetParameter))
+    test_net = NET.replace("FC2_LR", "1").replace(
+        'type: "Input" top: "x" top: "y"\n        input_param { shape { dim: 6 dim: 5 } shape { dim: 6 dim: 3 } }',
+        'type: "DummyData" top: "x" top: "y" dummy_data_param { shape { dim: 6 dim: 5 } shape { dim: 6 dim: 3 }\n'
+        '        data_filler { type: "constant" value: 1 } data_filler { type: "constant" value: 0.5 } }')
+    param.test_net_param.add().CopyFrom(parse_text_proto(test_net, pb.NetParameter))
+    batches = iter([tuple(np.asarray(a, np.float32) for a in BATCHES[i % len(BATCHES)]) for i in range(100)])
+    solver = Solver(param, root=tmp_path, data_override=lambda: next(batches), log_path=tmp_path / "log")
+    assert len(solver.test_nets) == 1
+    solver.step(2)
+    [scores] = solver.test()
+    w = [b.tensor.detach().numpy().astype(np.float64) for b in solver.learnable]
+    expected, _ = gradients(w, np.ones((6, 5)), np.full((6, 3), 0.5))
+    assert scores["loss"] == pytest.approx(expected, rel=1e-6)
