@@ -184,7 +184,7 @@ def test_full_caffenet_converts_and_checks_and_v1_gives_the_same_graph():
     outputs = ["conv1", "norm2", "pool5", "fc7", "prob"]
     model = to_onnx(deploy, weights, outputs=outputs)
     onnx.checker.check_model(model)
-    x = np.random.default_rng(0).standard_normal((1, 3, 227, 227)).astype(np.float32) * 50
+    x = np.random.default_rng(0).standard_normal((1, 3, 227, 227)).astype(np.float32)
     report = check_onnx(model, net, {"data": x})
     assert report.ok, report.table()
     assert_v1_gives_the_same_graph(deploy, weights, outputs)
