@@ -96,7 +96,10 @@ class Solver:
         self.type = param.type
         self.seed = int(seed if seed is not None else (param.random_seed if param.random_seed >= 0 else 0))
         self.dropout = dropout
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as e:
+            raise UserError(f"device {device!r}: {e}") from None
         self.progress = progress
         torch.manual_seed(self.seed)
 
@@ -191,8 +194,11 @@ class Solver:
         """Caffe's InitTestNets: specific test nets first, then the generic net for the remaining test_iter."""
         p = self.param
         params = list(p.test_net_param) + [protoio.read_net(self._path(f)) for f in p.test_net]
-        generic = net_param if net_param is not None else (
-            p.net_param if p.HasField("net_param") else protoio.read_net(self._path(p.net)) if p.net else None)
+        generic = net_param
+        if generic is None and p.HasField("net_param"):
+            generic = p.net_param
+        elif generic is None and p.net:
+            generic = protoio.read_net(self._path(p.net))
         if generic is not None:
             params += [generic] * max(0, len(p.test_iter) - len(params))
         if len(p.test_iter) != len(params):
