@@ -7,10 +7,13 @@ data (batch, C, H, W) float32 and, with a second top, label (batch,) float32. `d
 directory. `rand_skip` skips Uniform[0, rand_skip) records at set-up (drawn from our generator).
 Crop/mirror draws come from a numpy Generator seeded from ctx.seed, not Caffe's RNG stream.
 Caffe does not save the cursor in its .solverstate; `seek(index)` / `cursor` let a solver do it.
+`augment`, when set, transforms each stored image (uint8, HxW grey or HxWxC BGR) before the
+DataTransformer: the hook the paper's training augmentation uses (the authors ran their transforms
+inside their Caffe fork's transformer, before crop, mean and scale).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +50,7 @@ class DataLayer(CaffeLayer):
         if len(self.dataset) == 0:
             raise UserError(f"layer {param.name!r}: {self.dataset.path} holds no records")
         self.cursor = int(rng.integers(data_param.rand_skip)) if data_param.rand_skip else 0
+        self.augment: Callable[[np.ndarray], np.ndarray] | None = None
         first = self.transformer.from_datum(self.dataset.datum(0))
         sample = self.transformer.output_shape(first.shape)
         self.top_shapes = [(self.batch_size, *sample), (self.batch_size,)][:len(param.top)]
@@ -67,13 +71,21 @@ class DataLayer(CaffeLayer):
         labels = np.empty(self.batch_size, np.float32)
         for i in range(self.batch_size):
             datum = self.dataset.datum(self.cursor)
-            image = self.transformer(self.transformer.from_datum(datum))
+            image = self.transformer(self._augmented(self.transformer.from_datum(datum)))
             if image.shape != data.shape[1:]:
                 raise UserError(f"{self.dataset.path}: record {self.dataset.keys[self.cursor]!r} gives "
                                 f"{image.shape} after transform, the first record gave {data.shape[1:]}")
             data[i], labels[i] = image, datum.label
             self.cursor = (self.cursor + 1) % len(self.dataset)
         return data, labels
+
+    def _augmented(self, chw: np.ndarray) -> np.ndarray:
+        """The stored CHW image through `augment` (which works on OpenCV's HxW / HxWxC layout)."""
+        if self.augment is None:
+            return chw
+        hwc = chw[0] if chw.shape[0] == 1 else chw.transpose(1, 2, 0)
+        out = self.augment(np.ascontiguousarray(hwc))
+        return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)
 
     def forward(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         data, labels = self.next_batch()

@@ -59,9 +59,10 @@ DATA_SEED = 2017            # seeds the embedded datasets (the paper's year; any
 
 # Code whose edits change the numbers of a trained net or a measurement: its hash is part of every
 # job's key, so results of older code are never mixed with new ones.
-NUMERIC_CODE = ["convert/layers", "convert/net.py", "lmdb_tools/transformer.py", "lmdb_tools/data_layer.py",
-                "replicate/solver.py", "replicate/transforms", "replicate/datasets", "replicate/training.py",
+NUMERIC_CODE = ["convert/layers", "convert/net.py", "lmdb_tools", "replicate/solver.py", "replicate/lr_policy.py",
+                "replicate/transforms", "replicate/datasets", "replicate/experiment_data.py", "replicate/training.py",
                 "prototxt"]
+DATA_CODE = ["replicate/datasets", "replicate/experiment_data.py", "lmdb_tools"]  # what makes the embedded data
 
 
 def get_scale(name: str) -> Scale:
@@ -71,10 +72,10 @@ def get_scale(name: str) -> Scale:
     return SCALES[name]
 
 
-def code_fingerprint() -> str:
-    """A hash of the numeric code (files under NUMERIC_CODE, in a stable order)."""
+def code_fingerprint(entries: list[str] = NUMERIC_CODE) -> str:
+    """A hash of the code that changes numbers (files under `entries`, in a stable order)."""
     digest = hashlib.sha256()
-    for entry in NUMERIC_CODE:
+    for entry in entries:
         path = ROOT / entry
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".py", ".prototxt")) \
             if path.is_dir() else [path]
