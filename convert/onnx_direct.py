@@ -392,7 +392,7 @@ def _batch_norm(g: _Graph, lp, ins, shapes, outs):
     return [shape]
 
 
-def _operand_shape(layer, shapes, ndim: int, operand: Shape) -> Shape:
+def _operand_shape(layer, ndim: int, operand: Shape) -> Shape:
     """The broadcast shape of a Scale/Bias operand placed at the layer's axis."""
     return tuple(operand) + (1,) * (ndim - layer.axis - len(operand))
 
@@ -404,17 +404,17 @@ def _scale_or_bias(g: _Graph, lp, ins, shapes, outs, multiply: bool):
     arrays = g.blobs(lp, learned)
     if len(ins) > 1:
         operand_shape = tuple(shapes[1])
-        g.node("Reshape", [ins[1], g.const(f"{name}/operand_shape", _operand_shape(layer, shapes, ndim, operand_shape))],
+        g.node("Reshape", [ins[1], g.const(f"{name}/operand_shape", _operand_shape(layer, ndim, operand_shape))],
                [f"{name}/operand"], f"{name}/operand")
         operand = f"{name}/operand"
     else:
         operand_shape = learned[0]
-        operand = g.const(f"{name}/operand", arrays.pop(0).reshape(_operand_shape(layer, shapes, ndim, operand_shape)))
+        operand = g.const(f"{name}/operand", arrays.pop(0).reshape(_operand_shape(layer, ndim, operand_shape)))
     if not multiply:
         g.node("Add", [ins[0], operand], outs, name)
         return [shapes[0]]
     if arrays:  # Scale's bias blob
-        bias = g.const(f"{name}/bias", arrays[0].reshape(_operand_shape(layer, shapes, ndim, operand_shape)))
+        bias = g.const(f"{name}/bias", arrays[0].reshape(_operand_shape(layer, ndim, operand_shape)))
         g.node("Mul", [ins[0], operand], [f"{name}/scaled"], name)
         g.node("Add", [f"{name}/scaled", bias], outs, f"{name}/bias")
     else:

@@ -6,7 +6,6 @@ import pytest
 from conftest import CAFFE, rel_err
 from convert import caffe_pb2 as pb
 from convert import protoio
-from convert.net import Net
 from convert.onnx_check import run_onnx
 from replicate.cli import main
 from test_onnx import FOLD_NET, fold_net, full_caffenet
