@@ -111,9 +111,9 @@ def background(c: Canvas, rng: np.random.Generator) -> None:
         a = rng.uniform(0, np.pi)
         waves = np.sin((xx * np.cos(a) + yy * np.sin(a)) * rng.uniform(10, 40))[..., None]
         c.img[:] += waves * float(rng.uniform(10, 40))
-    for _ in range(int(rng.integers(3, 9))):
-        x, y, s = rng.uniform(0, 1), rng.uniform(0, 1), float(rng.uniform(0.03, 0.12))
-        kind = rng.integers(4)
+    for _ in range(int(rng.integers(2, 7))):
+        x, y, s = rng.uniform(0, 1), rng.uniform(0, 1), float(rng.uniform(0.03, 0.1))
+        kind = rng.choice(4, p=[0.3, 0.3, 0.25, 0.15])
         ink = colour(rng)
         if kind == 0:
             c.circle(x, y, s, ink)
@@ -130,7 +130,7 @@ def object_image(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     px = 2 * size
     c = Canvas(px, np.zeros((px, px, 3), np.float32))
     background(c, rng)
-    r = float(rng.uniform(0.16, 0.36))
+    r = float(rng.uniform(0.2, 0.4))
     x, y = rng.uniform(r * 0.7, 1 - r * 0.7, 2)
     paint(c, rng, OBJECT_CLASSES[label], float(x), float(y), r)
     light = 0.7 + 0.6 * smooth_noise(rng, px, 2)  # uneven illumination
