@@ -108,3 +108,10 @@ def check_datasets(name: str) -> list[str]:
     if name not in paper.DATASETS:
         raise UserError(f"unknown dataset {name!r}; expected one of all, {', '.join(paper.DATASETS)}")
     return [name]
+
+
+def check_job_name(name: str, datasets: list[str], scale: str) -> None:
+    """A --rebuild name must be a network id of the zoo or a data job; UserError listing them otherwise."""
+    valid = [n.id for n in zoo.nets(datasets[0])] + [f"{d}-{scale}" for d in datasets]
+    if name not in valid:
+        raise UserError(f"--rebuild {name!r}: no such network or data set; valid names: {', '.join(valid)}")

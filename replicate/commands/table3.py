@@ -28,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from replicate.config import get_scale
     from replicate.store import Store
     datasets = pipeline.check_datasets(args.dataset)
-    get_scale(args.scale)
+    scale = get_scale(args.scale)
     for name in args.rebuild:
+        pipeline.check_job_name(name, datasets, scale.name)
         removed = Store(args.out / "store").rebuild(name)
         print(f"rebuild {name}: removed {removed} stored job(s)")
     md = pipeline.table3(datasets, args.scale, args.out, args.data_root, args.device, args.dropout, args.workers,
