@@ -242,6 +242,7 @@ class Solver:
         A stop request ends training after the current iteration with the same snapshot, as Caffe's
         SIGINT does, and skips the final loss and test.
         """
+        start = self.iter
         self.step(self.param.max_iter - self.iter)
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
@@ -251,7 +252,7 @@ class Solver:
         if p.display and self.iter % p.display == 0:
             with torch.no_grad():
                 loss = self._check_finite(self.net.loss(self._forward()).item())
-            self._update_smoothed(loss, 0)
+            self._update_smoothed(loss, self.iter - start)
             self._record({"phase": "train", "iter": self.iter, "loss": self.smoothed_loss, "raw_loss": loss})
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test()
