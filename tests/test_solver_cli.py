@@ -1,6 +1,8 @@
 """`replicate train` / `replicate test` on bad input: one clear line, exit code 2; a diverging run stops."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import CAFFE
@@ -96,3 +98,14 @@ def test_test_command_prints_caffes_outputs(run_dir, capsys):
                      "--iterations", "4"]) == 0
     out = capsys.readouterr().out
     assert "loss = 0.26006" in out and "(* 1 = 0.260063 loss)" in out and "accuracy = 1.0" in out
+
+
+def test_dropout_convention_is_recorded(run_dir, capsys):
+    write_solver(run_dir, "short.prototxt", [("max_iter: 12", "max_iter: 2"), ("snapshot: 6", "snapshot: 1")])
+    code, _ = run(run_dir, capsys, "train", "--solver", "short.prototxt", "--dropout", "paper",
+                  "--weights", "solver/init.caffemodel")
+    assert code == 0
+    log = (run_dir / "solver" / "train.log").read_text()
+    assert '"dropout": "paper"' in log and '"seed": 11' in log
+    sidecar = json.loads((run_dir / "solver" / "train_iter_2.solverstate.json").read_text())
+    assert sidecar["dropout"] == "paper" and sidecar["weights"] == ["solver/init.caffemodel"]
