@@ -25,7 +25,7 @@ from lmdb_tools.db import building, open_writable
 from lmdb_tools.mean import write_mean
 from replicate import zoo
 from replicate.config import DATA_CODE, DATA_SEED, EMBEDDED_FOR, Scale, code_fingerprint
-from replicate.store import Store
+from replicate.store import Job, Store
 
 CROP_SIDES_AT_227 = (240, 256, 288, 320)  # the Crop nets' resize sides (PROTOCOL.md)
 
@@ -85,12 +85,18 @@ def _from_disk(dataset: str, root: Path, scale: Scale) -> ExperimentData:
     return ExperimentData(root, classes, channels, eval_split, str(root))
 
 
-def _embedded(dataset: str, scale: Scale, store: Store, progress: bool) -> ExperimentData:
-    from replicate.datasets import embedded
+def embedded_job(dataset: str, scale: Scale, store: Store) -> Job:
+    """The store entry of a dataset's embedded stand-in at a scale (generated or not)."""
     name = EMBEDDED_FOR[dataset]
     config = {"embedded": name, "scale": scale.name, "sides": sides(scale), "splits": scale.split_sizes,
               "render_side": max(sides(scale)), "seed": DATA_SEED, "code": code_fingerprint(DATA_CODE)}
-    job = store.job("data", f"{dataset}-{scale.name}", config)
+    return store.job("data", f"{dataset}-{scale.name}", config)
+
+
+def _embedded(dataset: str, scale: Scale, store: Store, progress: bool) -> ExperimentData:
+    from replicate.datasets import embedded
+    job = embedded_job(dataset, scale, store)
+    name, config = job.config["embedded"], job.config
     if not job.done:
         root = job.begin()
         meta = {}

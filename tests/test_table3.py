@@ -119,3 +119,18 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, args, expected):
     assert cli.main(["table3", "--out", str(tmp_path), "--quiet", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and len(err.splitlines()) == 1
+
+
+def test_status_reports_the_finished_store(smoke_run, capsys):
+    assert cli.main(["status", "--scale", "smoke", "--out", str(smoke_run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("rvl-cdip (smoke, embedded:mini-docs): 36 done of 36") for line in lines), lines
+    assert any(line.startswith("ilsvrc (smoke, embedded:mini-objects): 36 done of 36") for line in lines), lines
+
+
+def test_data_embedded_lists_and_draws(tmp_path, capsys):
+    assert cli.main(["data", "embedded", "--list"]) == 0
+    assert "mini-docs" in capsys.readouterr().out
+    out = tmp_path / "g.png"
+    assert cli.main(["data", "embedded", "--gallery", "mini-objects", "--out", str(out), "--size", "32"]) == 0
+    assert out.stat().st_size > 1000

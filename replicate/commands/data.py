@@ -1,4 +1,5 @@
-"""`replicate data ...`: datasets. `prepare` turns the paper's datasets on disk into LMDBs."""
+"""`replicate data ...`: datasets. `prepare` turns the paper's datasets on disk into LMDBs; `embedded`
+lists the generated stand-ins and draws their galleries."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,10 @@ from lmdb_tools.prepare import PAPER_SIZES, prepare
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `data` and its subcommands (each adds itself to `sub`)."""
-    parser = subparsers.add_parser("data", help="datasets: prepare the paper's datasets as LMDBs")
+    parser = subparsers.add_parser("data", help="datasets: prepare the paper's datasets as LMDBs; embedded stand-ins")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     _register_prepare(sub)
+    _register_embedded(sub)
 
 
 def _register_prepare(sub: argparse._SubParsersAction) -> None:
@@ -34,4 +36,27 @@ def _prepare(args: argparse.Namespace) -> int:
         raise UserError(f"--sizes {args.sizes!r}: expected comma-separated integers, e.g. 227,256") from None
     report = prepare(args.dataset, args.root, args.out, sizes, args.workers or None, args.overwrite)
     print(f"{args.out}: built {len(report['built'])}, kept {len(report['kept'])} already finished")
+    return 0
+
+
+def _register_embedded(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("embedded", help="the embedded stand-in datasets: list them, draw a gallery")
+    parser.add_argument("--list", action="store_true", help="list the embedded datasets")
+    parser.add_argument("--gallery", metavar="NAME", help="draw examples of every class of NAME")
+    parser.add_argument("--out", default="gallery.png", help="gallery PNG path (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=96, help="image side in the gallery (default: %(default)s)")
+    parser.set_defaults(func=_embedded)
+
+
+def _embedded(args: argparse.Namespace) -> int:
+    from replicate.datasets import embedded
+    if not args.list and not args.gallery:
+        raise UserError("data embedded: give --list or --gallery NAME")
+    if args.list:
+        for name, ds in embedded.EMBEDDED.items():
+            print(f"{name:14} stands in for {ds.stands_in_for}: {len(ds.classes)} classes, "
+                  f"{'colour' if ds.colour else 'grey'}; {ds.description}")
+    if args.gallery:
+        path = embedded.gallery(args.gallery, args.out, size=args.size)
+        print(f"wrote {path}")
     return 0
