@@ -21,17 +21,17 @@ class Scale:
     """How big an experiment is: the net, the solver, the input side and (embedded) data sizes."""
     name: str
     input_size: int                     # network input side in pixels
-    net: str                            # train_val prototxt, relative to prototxt/ ({dataset} is filled in)
-    solver: str                         # solver prototxt, relative to prototxt/ ({dataset} is filled in)
+    net: str                            # train_val prototxt, relative to prototxt/ ({dataset}: e.g. rvl_cdip)
+    solver: str                         # solver prototxt, relative to prototxt/ ({dataset}: e.g. rvl_cdip)
     split_sizes: dict = field(default_factory=dict)  # images per split of the embedded datasets
     test_batch: int = 100               # images per forward pass when evaluating
     proxy: bool = True                  # True: numbers stand in for the paper's, claims are checked instead
 
     def net_path(self, dataset: str) -> Path:
-        return PROTOTXT / self.net.format(dataset=dataset)
+        return PROTOTXT / self.net.format(dataset=dataset.replace("-", "_"))
 
     def solver_path(self, dataset: str) -> Path:
-        return PROTOTXT / self.solver.format(dataset=dataset)
+        return PROTOTXT / self.solver.format(dataset=dataset.replace("-", "_"))
 
     def crop_resize(self, paper_side: int) -> int:
         """A Crop net's resize side at this scale: the paper's side scaled like every pixel length."""
