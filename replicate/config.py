@@ -54,7 +54,11 @@ SCALES = {
                    solver="caffenet_{dataset}_solver.prototxt", test_batch=100, proxy=False),
 }
 
-EMBEDDED_FOR = {"rvl-cdip": "mini-docs", "ilsvrc": "mini-objects"}  # stand-ins when no data is on disk
+EMBEDDED_FOR = {"rvl-cdip": "mini-docs", "ilsvrc": "mini-objects",   # stand-ins when no data is on disk
+                "andoc": "mini-docs-b"}
+# Datasets only measured on (Fig. 10: RVL-CDIP nets on ANDOC), never trained on: no train split, no mean file
+# (the measured net's own mean file applies), the splits a measurement fits and reports on.
+MEASURE_ONLY_SPLITS = {"andoc": ("val", "test")}
 DATA_SEED = 2017            # seeds the embedded datasets (the paper's year; any fixed value would do)
 
 # Code whose edits change the numbers of a trained net or a measurement: its hash is part of every
@@ -62,6 +66,8 @@ DATA_SEED = 2017            # seeds the embedded datasets (the paper's year; any
 NUMERIC_CODE = ["convert/layers", "convert/net.py", "lmdb_tools", "replicate/solver.py", "replicate/lr_policy.py",
                 "replicate/transforms", "replicate/datasets", "replicate/experiment_data.py", "replicate/training.py",
                 "prototxt"]
+# Measurements (phi, maps, metrics) are keyed by the training code plus their own.
+MEASURE_CODE = [*NUMERIC_CODE, "replicate/measure"]
 DATA_CODE = ["replicate/datasets", "replicate/experiment_data.py", "lmdb_tools"]  # what makes the embedded data
 
 

@@ -24,7 +24,7 @@ from lmdb_tools.datum import image_to_datum
 from lmdb_tools.db import building, open_writable
 from lmdb_tools.mean import write_mean
 from replicate import zoo
-from replicate.config import DATA_CODE, DATA_SEED, EMBEDDED_FOR, Scale, code_fingerprint
+from replicate.config import DATA_CODE, DATA_SEED, EMBEDDED_FOR, MEASURE_ONLY_SPLITS, Scale, code_fingerprint
 from replicate.store import Job, Store
 
 CROP_SIDES_AT_227 = (240, 256, 288, 320)  # the Crop nets' resize sides (PROTOCOL.md)
@@ -87,8 +87,12 @@ def _from_disk(dataset: str, root: Path, scale: Scale) -> ExperimentData:
 
 def embedded_job(dataset: str, scale: Scale, store: Store) -> Job:
     """The store entry of a dataset's embedded stand-in at a scale (generated or not)."""
+    if dataset not in EMBEDDED_FOR:
+        raise UserError(f"unknown dataset {dataset!r}; expected one of {', '.join(EMBEDDED_FOR)}")
     name = EMBEDDED_FOR[dataset]
-    config = {"embedded": name, "scale": scale.name, "sides": sides(scale), "splits": scale.split_sizes,
+    keep = MEASURE_ONLY_SPLITS.get(dataset, tuple(scale.split_sizes))
+    splits = {split: count for split, count in scale.split_sizes.items() if split in keep}
+    config = {"embedded": name, "scale": scale.name, "sides": sides(scale), "splits": splits,
               "render_side": max(sides(scale)), "seed": DATA_SEED, "code": code_fingerprint(DATA_CODE)}
     return store.job("data", f"{dataset}-{scale.name}", config)
 
@@ -100,14 +104,15 @@ def _embedded(dataset: str, scale: Scale, store: Store, progress: bool) -> Exper
     if not job.done:
         root = job.begin()
         meta = {}
-        for split, count in scale.split_sizes.items():
+        splits = config["splits"]
+        for split, count in splits.items():
             images, labels, class_names = embedded.generate(name, split, count, config["render_side"], DATA_SEED,
                                                               workers=embedded.default_workers())
             meta = {"classes": len(class_names), "class_names": list(class_names),
                     "channels": 1 if images[0].ndim == 2 else images[0].shape[2]}
             for side in config["sides"]:
                 _write_lmdb(root / f"{split}_{side}_lmdb", images, labels, side, f"{name}/{split}", progress)
-        for side in config["sides"]:
+        for side in config["sides"] if "train" in splits else ():
             write_mean(root / f"train_{side}_lmdb", root / f"train_{side}_mean.binaryproto", progress=False)
         job.finish({**meta, "eval_split": "test"})
     result = job.result()

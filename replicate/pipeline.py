@@ -56,12 +56,13 @@ def _run(task: Task) -> tuple[str, str, dict]:
 
 
 def collect(store: Store, scale: Scale, datasets: list[str], data: dict[str, ExperimentData],
-            dropout: str, device: str, workers: int, progress: bool = True) -> tables.Accuracies:
-    """Accuracy of every Table 3 network: stored results, plus training for the missing ones."""
+            dropout: str, device: str, workers: int, progress: bool = True,
+            only: set[str] | None = None) -> tables.Accuracies:
+    """Accuracy of every Table 3 network (or of the net ids in `only`): stored results, plus training the missing."""
     results: tables.Accuracies = {d: {} for d in datasets}
     pending = []
     for dataset in datasets:
-        for net in zoo.nets(dataset):
+        for net in (n for n in zoo.nets(dataset) if only is None or n.id in only):
             job = job_for(store, scale, dataset, data[dataset], net, dropout)
             if job.done:
                 results[dataset][net.name] = job.result()["accuracy"]
