@@ -21,6 +21,8 @@ Python API for the experiment pipeline:
     data layer becomes an Input layer fed by it (the paper's transform-augmented batches come this
     way); it is called once at construction for the blob shapes, and that batch is used first.
     On resume the caller positions its own batch stream; the sidecar still restores the RNGs.
+  - .stop_requested = True (the CLI's Ctrl-C) ends solve() at the next iteration boundary with a
+    snapshot to resume from, as Caffe's SIGINT does.
   - .records holds the train losses of display iterations (iter % display == 0) and every test
     output as dicts; the log file has the loss and lr of every iteration.
 
