@@ -19,6 +19,7 @@ not depend on the size, so one index shows the same page or object at every size
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -95,7 +96,9 @@ def generate(name: str, split: str, count: int, size: int, seed: int = 0, start:
     else:
         step = -(-count // (workers * 4))
         jobs = [(name, split, s, min(step, start + count - s), size, seed) for s in range(start, start + count, step)]
-        with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        # spawn, not fork: a forked child of a process whose OpenCV/OpenMP threads already ran can deadlock
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=cv2.setNumThreads,
+                                 initargs=(1,)) as pool:
             pairs = [p for part in pool.map(_chunk, jobs) for p in part]
     images = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, size, size), np.uint8)
     return images, [p[1] for p in pairs], class_names(name)
