@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from multiprocessing import Pool
+import multiprocessing as mp
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -149,7 +149,8 @@ def _records(root: str, jobs: list[tuple[ListEntry, int]], opts: ImagesetOptions
     if workers <= 1:
         yield from map(_record_job, args)
         return
-    with Pool(workers, initializer=_worker_init) as pool:
+    # spawn, not fork: a forked child of a process whose OpenCV/OpenMP threads already ran can deadlock
+    with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap(_record_job, args, chunksize=16)
 
 
