@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import shutil
 from dataclasses import asdict, dataclass
-import multiprocessing as mp
 from pathlib import Path
 from typing import Iterator, Sequence
 
