@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from google.protobuf import text_format
 
 from convert import caffe_pb2 as pb
 from convert.layers.base import DROPOUT_CAFFE
@@ -80,7 +81,6 @@ def augmentation(net: zoo.Net, scale: Scale) -> Callable[[np.ndarray, np.random.
 
 def job_for(store: Store, scale: Scale, dataset: str, data: ExperimentData, net: zoo.Net, dropout: str) -> Job:
     """The store entry of one trained network."""
-    from google.protobuf import text_format
     config = {"dataset": dataset, "data": data.source, "data_dir": str(data.root), "scale": scale.name,
               "net": net.id, "name": net.name, "family": net.family, "params": net.params, "seed": net.seed,
               "net_prototxt": text_format.MessageToString(resolved_net(scale, dataset, data, net)),
@@ -94,12 +94,12 @@ def train(job: Job, scale: Scale, dataset: str, data: ExperimentData, net: zoo.N
     """Train one network with Caffe's solver, evaluate it, and record the result in the store."""
     from replicate.solver import Solver
     job_dir = job.begin()
-    torch.manual_seed(net.seed)   # dropout masks: a rerun of the job gives the same net
     net_param = resolved_net(scale, dataset, data, net)
     write_text_proto(job_dir / "train_val.prototxt", net_param)
     solver_param = resolved_solver(scale, dataset, net, job_dir)
     write_text_proto(job_dir / "solver.prototxt", solver_param)
     started = time.time()
+    # The seed also seeds the global torch RNG (Dropout's masks): a rerun of the job gives the same net.
     solver = Solver(solver_param, root=job_dir, seed=net.seed, dropout=dropout, device=device, progress=False)
     augment = augmentation(net, scale)
     if augment is not None:
@@ -112,13 +112,8 @@ def train(job: Job, scale: Scale, dataset: str, data: ExperimentData, net: zoo.N
     accuracy = evaluate(resolved_net(scale, dataset, data, net, data.eval_split), weights, job_dir, device)
     return job.finish({"accuracy": 100.0 * accuracy, "eval_split": data.eval_split,
                        "iterations": solver_param.max_iter, "train_seconds": round(train_seconds, 1),
-                       "images_per_second": round(solver_param.max_iter * _train_batch(net_param) / train_seconds, 1),
+                       "images_per_second": round(solver_param.max_iter * solver.images_per_iter / train_seconds, 1),
                        "weights": weights.name})
-
-
-def _train_batch(net_param: pb.NetParameter) -> int:
-    return next(l.data_param.batch_size for l in net_param.layer
-                if l.type == "Data" and any(r.phase == pb.TRAIN for r in l.include))
 
 
 def evaluate(net_param: pb.NetParameter, weights: Path, root: Path, device: str = "cpu") -> float:
