@@ -28,18 +28,24 @@ def accuracy(r: torch.Tensor, labels: torch.Tensor, fc8_weight: torch.Tensor, fc
     return float(((scores > true).sum(1) < 1).double().mean())
 
 
+def check_l2(normalisation: str) -> str:
+    """The name if it is a known L2 normalisation; UserError listing them otherwise."""
+    if normalisation not in L2_NORMALISATIONS:
+        raise UserError(f"unknown L2 normalisation {normalisation!r}; expected one of {', '.join(L2_NORMALISATIONS)}")
+    return normalisation
+
+
 def l2(r_mapped: torch.Tensor, r: torch.Tensor, normalisation: str = DEFAULT_L2) -> float:
     """L_L2 between r' (mapped or transformed phi) and r = phi(x), normalised as named."""
+    check_l2(normalisation)
     if normalisation == "authors":
         return float((r_mapped - r).norm(dim=1).mean() / r.norm(dim=1).mean().clamp(min=1e-12))
-    if normalisation == "per-neuron":
-        second = (r.double() ** 2).mean(0)
-        scale = torch.where(second > 0, second.clamp(min=1e-300).rsqrt(), torch.zeros_like(second))
-        diff = ((r_mapped.double() - r.double()) * scale).norm(dim=1)
-        base = (r.double() * scale).norm(dim=1)
-        alive = base > 0
-        return float((diff[alive] / base[alive]).mean()) if alive.any() else float("nan")
-    raise UserError(f"unknown L2 normalisation {normalisation!r}; expected one of {', '.join(L2_NORMALISATIONS)}")
+    second = (r.double() ** 2).mean(0)
+    scale = torch.where(second > 0, second.clamp(min=1e-300).rsqrt(), torch.zeros_like(second))
+    diff = ((r_mapped.double() - r.double()) * scale).norm(dim=1)
+    base = (r.double() * scale).norm(dim=1)
+    alive = base > 0
+    return float((diff[alive] / base[alive]).mean()) if alive.any() else float("nan")
 
 
 def scores(r_mapped: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, fc8_weight: torch.Tensor,

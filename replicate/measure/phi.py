@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
+from functools import cached_property, lru_cache
 
 import numpy as np
 import torch
@@ -78,9 +79,15 @@ class Source:
     dropout: str
     device: str = "cpu"
 
-    @property
+    @cached_property
     def train_job(self):
         return job_for(self.store, self.scale, self.dataset, self.data, self.net, self.dropout)
+
+
+@lru_cache(maxsize=None)
+def measure_fingerprint() -> str:
+    """code_fingerprint(MEASURE_CODE), hashed once per process (it reads every numeric source file)."""
+    return code_fingerprint(MEASURE_CODE)
 
 
 def measurement_net(source: Source, view: View, split: str) -> pb.NetParameter:
@@ -136,7 +143,7 @@ def phi(source: Source, view: View, split: str, limit: int | None = None) -> tup
     """extract() through the store: computed once per (trained net, measured data, view, split, dropout)."""
     config = {"train_job": source.train_job.dir.name, "images": source.images.source,
               "images_dir": str(source.images.root), "split": split, "limit": limit, "view": asdict(view),
-              "dropout": source.dropout, "blob": PHI_BLOB, "code": code_fingerprint(MEASURE_CODE)}
+              "dropout": source.dropout, "blob": PHI_BLOB, "code": measure_fingerprint()}
     job = source.store.job(f"phi-{source.scale.name}-{source.dataset}", source.net.id, config)
     if not job.done:
         job_dir = job.begin()
