@@ -31,9 +31,9 @@ from onnx import TensorProto, helper, numpy_helper
 from convert import caffe_pb2 as pb
 from convert import protoio
 from convert.errors import UserError
-from convert.layers.base import NetContext, _legacy_equivalent
+from convert.layers.base import NetContext, legacy_equivalent
 from convert.layers.common import canonical_axis
-from convert.layers.vision import _opt, _pair
+from convert.layers.vision import conv_geometry
 from convert.registry import layer_class
 
 OPSET = 18
@@ -84,7 +84,7 @@ class _Graph:
         for i, (arr, shape) in enumerate(zip(arrays, expected)):
             shape = tuple(shape)
             if arr.shape != shape:
-                if not (arr.size == math.prod(shape) and _legacy_equivalent(arr.shape, shape)):
+                if not (arr.size == math.prod(shape) and legacy_equivalent(arr.shape, shape)):
                     raise UserError(f"{self.source}: layer {lp.name!r} blob {i} has shape {arr.shape}, the "
                                     f"prototxt needs {shape}")
                 arr = arr.reshape(shape)
@@ -109,20 +109,10 @@ def converts(*types: str):
 
 
 # ------------------------------------------------------------------ vision
-def _conv_geometry(lp: pb.LayerParameter) -> dict:
-    cp, name = lp.convolution_param, lp.name
-    if cp.axis != 1:
-        raise UserError(f"layer {name!r}: convolution axis {cp.axis} is not supported (only 1)")
-    return dict(kernel=_pair(cp.kernel_size, _opt(cp, "kernel_h"), _opt(cp, "kernel_w"), 0, "kernel_size", name),
-                stride=_pair(cp.stride, _opt(cp, "stride_h"), _opt(cp, "stride_w"), 1, "stride", name),
-                pad=_pair(cp.pad, _opt(cp, "pad_h"), _opt(cp, "pad_w"), 0, "pad", name),
-                dilation=_pair(cp.dilation, None, None, 1, "dilation", name))
-
-
 @converts("Convolution", "Deconvolution")
 def _convolution(g: _Graph, lp, ins, shapes, outs):
     cp, (n, c, h, w) = lp.convolution_param, shapes[0]
-    geo, group, num_out = _conv_geometry(lp), cp.group, cp.num_output
+    geo, group, num_out = conv_geometry(lp), cp.group, cp.num_output
     k, s, p, d = geo["kernel"], geo["stride"], geo["pad"], geo["dilation"]
     transposed = lp.type == "Deconvolution"
     # Caffe's layouts: Convolution (out, in/group, kh, kw); Deconvolution (in, out/group, kh, kw) = ONNX's.

@@ -77,7 +77,7 @@ class CaffeLayer(nn.Module):
         for i, (arr, blob) in enumerate(zip(arrays, self.caffe_blobs)):
             arr = np.asarray(arr, dtype=np.float32)
             if tuple(arr.shape) != tuple(blob.shape):
-                if arr.size == blob.numel() and _legacy_equivalent(arr.shape, tuple(blob.shape)):
+                if arr.size == blob.numel() and legacy_equivalent(arr.shape, tuple(blob.shape)):
                     arr = arr.reshape(tuple(blob.shape))
                 else:
                     raise UserError(f"layer {name!r}: blob {i} has shape {tuple(arr.shape)} in the weights, "
@@ -95,7 +95,7 @@ class CaffeLayer(nn.Module):
         return [specs[i] if i < len(specs) else pb.ParamSpec() for i in range(len(self.caffe_blobs))]
 
 
-def _legacy_equivalent(stored: Shape, wanted: Shape) -> bool:
+def legacy_equivalent(stored: Shape, wanted: Shape) -> bool:
     """Caffe accepts a legacy 4-D blob (1,1,N,K) for a 2-D (N,K) one: same dims once leading 1s are dropped."""
     strip = lambda s: tuple(d for i, d in enumerate(s) if not (d == 1 and all(x == 1 for x in s[:i + 1])))
     return strip(stored) == strip(wanted)

@@ -32,6 +32,17 @@ def _opt(msg, field: str) -> int | None:
     return getattr(msg, field) if msg.HasField(field) else None
 
 
+def conv_geometry(lp: pb.LayerParameter) -> dict[str, tuple[int, int]]:
+    """kernel, stride, pad and dilation of a Convolution/Deconvolution layer by Caffe's 2-D rules."""
+    cp, name = lp.convolution_param, lp.name
+    if cp.axis != 1:
+        raise UserError(f"layer {name!r}: convolution axis {cp.axis} is not supported (only 1)")
+    return dict(kernel=_pair(cp.kernel_size, _opt(cp, "kernel_h"), _opt(cp, "kernel_w"), 0, "kernel_size", name),
+                stride=_pair(cp.stride, _opt(cp, "stride_h"), _opt(cp, "stride_w"), 1, "stride", name),
+                pad=_pair(cp.pad, _opt(cp, "pad_h"), _opt(cp, "pad_w"), 0, "pad", name),
+                dilation=_pair(cp.dilation, None, None, 1, "dilation", name))
+
+
 def _need_4d(layer: CaffeLayer, shape: Shape) -> None:
     if len(shape) != 4:
         raise UserError(f"layer {layer.param.name!r}: needs a 4-D (N,C,H,W) bottom, got shape {shape}")
@@ -45,14 +56,11 @@ class _ConvBase(CaffeLayer):
     def __init__(self, param: pb.LayerParameter, bottom_shapes, ctx: NetContext):
         super().__init__(param, bottom_shapes, ctx)
         cp, name = param.convolution_param, param.name
-        if cp.axis != 1:
-            raise UserError(f"layer {name!r}: convolution axis {cp.axis} is not supported (only 1)")
+        geometry = conv_geometry(param)
         _need_4d(self, bottom_shapes[0])
         n, c, h, w = bottom_shapes[0]
-        self.kernel = _pair(cp.kernel_size, _opt(cp, "kernel_h"), _opt(cp, "kernel_w"), 0, "kernel_size", name)
-        self.stride = _pair(cp.stride, _opt(cp, "stride_h"), _opt(cp, "stride_w"), 1, "stride", name)
-        self.pad = _pair(cp.pad, _opt(cp, "pad_h"), _opt(cp, "pad_w"), 0, "pad", name)
-        self.dilation = _pair(cp.dilation, None, None, 1, "dilation", name)
+        self.kernel, self.stride = geometry["kernel"], geometry["stride"]
+        self.pad, self.dilation = geometry["pad"], geometry["dilation"]
         if min(self.kernel) <= 0 or min(self.stride) <= 0:
             raise UserError(f"layer {name!r}: kernel and stride must be positive")
         self.group, num_output = cp.group, cp.num_output
