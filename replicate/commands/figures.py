@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     datasets = check_datasets(spec, args.dataset)
     families = check_families(spec, args.families)
     options = figure_run.Options(scale=args.scale, fitter=args.fitter, dropout=args.dropout, l2=args.l2,
-                                 out=args.out, data_root=args.data_root, device=args.device, workers=args.workers,
+                                 out=args.out.resolve(),   # the solver resolves job files against the job dir
+                                 data_root=args.data_root, device=args.device, workers=args.workers,
                                  progress=not args.quiet)
     result = figure_run.make(spec, datasets, families, options)
     print(claims.render(result["claims"]))
