@@ -19,7 +19,7 @@ import torch
 from replicate import zoo
 from replicate.config import DATA_SEED, get_scale
 from replicate.datasets import embedded, objects
-from replicate.experiment_data import ExperimentData, _write_lmdb, data_for
+from replicate.experiment_data import ExperimentData, data_for, write_lmdb
 from replicate.store import Store
 from replicate.training import evaluate, job_for, resolved_net, train
 
@@ -34,7 +34,7 @@ def hue_free_data(data: ExperimentData, side: int, count: int) -> ExperimentData
     finally:
         objects.HUE_PRIOR = saved
     root = Path(tempfile.mkdtemp(prefix="hue_free_"))
-    _write_lmdb(root / f"test_{side}_lmdb", images, labels, side, "mini-objects/test", False)
+    write_lmdb(root / f"test_{side}_lmdb", images, labels, side, "mini-objects/test")
     shutil.copy(data.mean_file(side), root / f"train_{side}_mean.binaryproto")
     (root / f"train_{side}_lmdb").symlink_to(data.lmdb("train", side))
     return ExperimentData(root, data.classes, data.channels, "test", "embedded:mini-objects, HUE_PRIOR 0")

@@ -104,29 +104,30 @@ def _embedded(dataset: str, scale: Scale, store: Store, progress: bool) -> Exper
     if not job.done:
         root = job.begin()
         meta = {}
-        splits = config["splits"]
-        for split, count in splits.items():
-            images, labels, class_names = embedded.generate(name, split, count, config["render_side"], DATA_SEED,
-                                                              workers=embedded.default_workers())
-            meta = {"classes": len(class_names), "class_names": list(class_names),
-                    "channels": 1 if images[0].ndim == 2 else images[0].shape[2]}
-            for side in config["sides"]:
-                _write_lmdb(root / f"{split}_{side}_lmdb", images, labels, side, f"{name}/{split}", progress)
-        for side in config["sides"] if "train" in splits else ():
+        total = sum(scale.split_sizes.values()) * (1 + len(config["sides"]))
+        with tqdm(total=total, desc=f"data {dataset} ({name}, {scale.name})", unit="img", disable=not progress) as bar:
+            for split, count in scale.split_sizes.items():
+                images, labels, class_names = embedded.generate(name, split, count, config["render_side"],
+                                                                  DATA_SEED, workers=embedded.default_workers())
+                bar.update(count)
+                meta = {"classes": len(class_names), "class_names": list(class_names),
+                        "channels": 1 if images[0].ndim == 2 else images[0].shape[2]}
+                for side in config["sides"]:
+                    write_lmdb(root / f"{split}_{side}_lmdb", images, labels, side, f"{name}/{split}")
+                    bar.update(count)
+        for side in config["sides"]:
             write_mean(root / f"train_{side}_lmdb", root / f"train_{side}_mean.binaryproto", progress=False)
         job.finish({**meta, "eval_split": "test"})
     result = job.result()
     return ExperimentData(job.dir, result["classes"], result["channels"], result["eval_split"], f"embedded:{name}")
 
 
-def _write_lmdb(db: Path, images: list[np.ndarray], labels: list[int], side: int, prefix: str,
-                progress: bool) -> None:
+def write_lmdb(db: Path, images: list[np.ndarray], labels: list[int], side: int, prefix: str) -> None:
     """Raw Datums of the images resized to side x side, keyed like convert_imageset (%08d_<path>)."""
     with building(db, overwrite=True) as tmp:
         env = open_writable(tmp)
         with env.begin(write=True) as txn:
-            for i, (image, label) in enumerate(tqdm(list(zip(images, labels)), desc=db.name, leave=False,
-                                                    disable=not progress)):
+            for i, (image, label) in enumerate(zip(images, labels)):
                 resized = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
                 key = f"{i:08d}_{prefix}/{i:06d}.png".encode()
                 txn.put(key, image_to_datum(resized, int(label)).SerializeToString())

@@ -96,7 +96,7 @@ class Store:
     """A directory of jobs."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = Path(root).resolve()   # absolute: jobs resolve their own files against their directory
 
     def job(self, kind: str, name: str, config: dict) -> Job:
         return Job(self, kind, name, config)
