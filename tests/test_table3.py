@@ -77,21 +77,24 @@ def test_second_run_recomputes_nothing(smoke_run):
 
 
 def test_sigkill_then_resume_recomputes_nothing_finished_and_gives_the_same_table(smoke_run, tmp_path):
+    # Started as a user would, with a relative --out, in its own session so the kill takes its workers too.
     cmd = [sys.executable, "-m", "replicate.cli", "table3", "--scale", "smoke", "--dataset", "rvl-cdip",
-           "--out", str(tmp_path), "--quiet"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--out", "runs", "--quiet"]
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 150
-    while len(results_by_net(tmp_path)) < 4 and time.time() < deadline and proc.poll() is None:
+    while len(results_by_net(out)) < 4 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = results_by_net(tmp_path)
+    finished = results_by_net(out)
     assert 4 <= len(finished) < 36, "the kill should land mid-training"
-    assert run_table3(tmp_path, "--dataset", "rvl-cdip") == 0
-    after = results_by_net(tmp_path)
+    assert run_table3(out, "--dataset", "rvl-cdip") == 0
+    after = results_by_net(out)
     assert len(after) == 36
     assert all(after[name] == finished[name] for name in finished)
-    resumed = {r["net"]: r["rvl_cdip_reproduced"] for r in table_rows(tmp_path)}
+    resumed = {r["net"]: r["rvl_cdip_reproduced"] for r in table_rows(out)}
     uninterrupted = {r["net"]: r["rvl_cdip_reproduced"] for r in table_rows(smoke_run)}
     assert resumed == uninterrupted
 
