@@ -109,9 +109,11 @@ def train(job: Job, scale: Scale, dataset: str, data: ExperimentData, net: zoo.N
     train_seconds = time.time() - started
     weights = job_dir / "net.caffemodel"
     solver.net.save_caffemodel(weights)
+    started = time.time()
     accuracy = evaluate(resolved_net(scale, dataset, data, net, data.eval_split), weights, job_dir, device)
     return job.finish({"accuracy": 100.0 * accuracy, "eval_split": data.eval_split,
                        "iterations": solver_param.max_iter, "train_seconds": round(train_seconds, 1),
+                       "eval_seconds": round(time.time() - started, 1),
                        "images_per_second": round(solver_param.max_iter * solver.images_per_iter / train_seconds, 1),
                        "weights": weights.name})
 
