@@ -1,12 +1,14 @@
-"""A PyTorch Dataset over a Caffe LMDB (raw, encoded or float_data Datums), safe in DataLoader workers."""
+"""PyTorch Datasets over a Caffe LMDB (raw, encoded or float_data Datums), safe in DataLoader workers."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from convert import caffe_pb2 as pb
 from lmdb_tools.datum import datum_to_array, parse_datum
@@ -69,3 +71,76 @@ class LMDBDataset(Dataset):
         if self._txn is not None and self._pid == os.getpid():
             self._txn.abort()
         self._pid = self._txn = None
+
+
+
+class LMDBBatches(Dataset):
+    """Whole batches of an LMDB by batch index, cropped where they are read, normalised where they are used.
+
+    Item i is numpy (crops (B, C, h, w) in the stored dtype, uint8 for image data; labels (B,) int64;
+    draws (B, 3) int64 of h_off, w_off, mirror): a quarter of float32's bytes to hand from a DataLoader
+    worker to the main process, which dominates the cost on this project's VMs. Arrays, not tensors:
+    passed through a worker's pipe as they are, they cost less here than torch's shared-memory
+    hand-over (benchmarks/RESULTS.md). `finish(item)` subtracts the mean and scales in float32, giving
+    (images, labels) exactly equal to the DataTransformer's output record by record; `loader(num_workers)`
+    does both through a DataLoader with batch_size=None, so there is no per-record collate.
+    Batch i holds records order[i*B : i*B+B], where order is key order, or with shuffle a permutation
+    drawn from default_rng([seed, epoch]); the last batch is short unless drop_last. Batch i's crop and
+    mirror draws come from the transformer reseeded with [seed, epoch, i] (this Dataset drives its
+    transformer's stream), so a batch is the same whichever worker makes it and equals
+    `transformer(image)` record by record after `transformer.reseed([seed, epoch, i])`.
+    Call set_epoch before a DataLoader starts its workers (persistent workers keep their epoch).
+    """
+
+    def __init__(self, path: str | os.PathLike, batch_size: int, transformer: DataTransformer,
+                 shuffle: bool = False, seed: int = 0, drop_last: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.records = LMDBDataset(path)
+        self.batch_size = batch_size
+        self.transformer = transformer
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch's record order (with shuffle) and crop/mirror draws."""
+        self.epoch = epoch
+        n = len(self.records)
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+
+    def __len__(self) -> int:
+        whole = len(self.records) / self.batch_size
+        return math.floor(whole) if self.drop_last else math.ceil(whole)
+
+    def indices(self, batch: int) -> np.ndarray:
+        """Record positions (in key order) of the given batch."""
+        if not 0 <= batch < len(self):
+            raise IndexError(f"batch {batch} out of range (0..{len(self) - 1})")
+        return self.order[batch * self.batch_size:(batch + 1) * self.batch_size]
+
+    def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        datums = [self.records.datum(int(k)) for k in self.indices(batch)]
+        images = [self.transformer.from_datum(d) for d in datums]
+        crops = np.empty((len(images), *self.transformer.output_shape(images[0].shape)), images[0].dtype)
+        self.transformer.reseed([self.seed, self.epoch, batch])
+        draws = self.transformer.crop_batch(images, crops)
+        return crops, np.array([d.label for d in datums], np.int64), draws
+
+    def finish(self, item: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images float32 (B, C, h, w), labels int64) of one item (arrays, or tensors after default_convert)."""
+        crops, labels, draws = (np.asarray(part) for part in item)
+        images = self.transformer.normalise(crops.astype(np.float32), draws)
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+    def loader(self, num_workers: int = 0, **dataloader_args) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every batch in order, finished: DataLoader(self, batch_size=None, num_workers, ...) + finish."""
+        batches = DataLoader(self, batch_size=None, collate_fn=as_is, num_workers=num_workers, **dataloader_args)
+        for item in batches:
+            yield self.finish(item)
+
+
+def as_is(item):
+    """A DataLoader collate_fn that hands items over unchanged (numpy arrays go through the pipe)."""
+    return item

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -42,7 +43,14 @@ class DataTransformer:
             self.mean_file = mean.reshape(mean.shape[-3:]) if mean.ndim == 4 else mean
         self.mean_values = np.asarray(param.mean_value, np.float32)
 
-    def reseed(self, seed: int) -> None:
+    def __getstate__(self) -> dict:
+        # The generated protobuf class does not pickle by reference (spawned DataLoader workers); its bytes do.
+        return {**self.__dict__, "param": self.param.SerializeToString()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, param=pb.TransformationParameter.FromString(state["param"]))
+
+    def reseed(self, seed: int | Sequence[int]) -> None:
         """Restart the crop/mirror draws from seed (each DataLoader worker needs its own stream)."""
         self.rng = np.random.default_rng(seed)
 
@@ -57,16 +65,50 @@ class DataTransformer:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Transform one CHW image (uint8 or float32) into float32 CHW."""
-        c, h, w = image.shape
-        h_off, w_off, mirror = self._draw(h, w)
-        ch, cw = (self.crop, self.crop) if self.crop else (h, w)
-        window = (slice(None), slice(h_off, h_off + ch), slice(w_off, w_off + cw))
-        out = image[window].astype(np.float32)
-        if self.mean_file is not None:
-            if self.mean_file.shape != (c, h, w):
+        out = np.empty((1, *self.output_shape(image.shape)), np.float32)
+        return self.transform_batch([image], out)[0]
+
+    def transform_batch(self, images: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+        """Transform CHW images into out (N, C, h, w) float32: the values and draws of N calls, vectorised.
+
+        Draws come from self.rng image by image in Caffe's order, so N calls of `self(image)` starting
+        from the same generator state give exactly these arrays.
+        """
+        return self.normalise(out, self.crop_batch(images, out))
+
+    def crop_batch(self, images: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+        """Crop (and mirror) CHW images into out (N, C, h, w), any dtype; each image's (h_off, w_off, mirror).
+
+        The first half of the transform: it can run on uint8 where the batch is made, and `normalise`
+        (mean, scale) on float32 where it is used, giving the same values as `transform_batch`.
+        """
+        draws = np.empty((len(images), 3), np.int64)
+        for j, image in enumerate(images):
+            h_off, w_off, mirror = draws[j] = self._draw(*image.shape[1:])
+            if self.mean_file is not None and self.mean_file.shape != image.shape:
                 raise UserError(f"mean file {self.param.mean_file}: shape {self.mean_file.shape} (C, H, W) "
-                                f"does not match the data's {(c, h, w)}")
-            out -= self.mean_file[window]
+                                f"does not match the data's {image.shape}")
+            if self.output_shape(image.shape) != out.shape[1:]:
+                raise UserError(f"image {j} of the batch is {image.shape} (C, H, W), but the batch holds "
+                                f"{out.shape[1:]} after the transform")
+            crop = image[:, h_off:h_off + out.shape[2], w_off:w_off + out.shape[3]]
+            # Mirroring before the mean is exact: every later step is elementwise and the mean window
+            # is mirrored with the image.
+            out[j] = crop[:, :, ::-1] if mirror else crop
+        return draws
+
+    def normalise(self, out: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        """(out - mean) * scale in place on cropped float32 out (N, C, h, w), given crop_batch's draws."""
+        _, c, h, w = out.shape
+        if self.mean_file is not None:
+            def window(h_off: int, w_off: int, mirror: int) -> np.ndarray:
+                mean = self.mean_file[:, h_off:h_off + h, w_off:w_off + w]
+                return mean[:, :, ::-1] if mirror else mean
+            if len(draws) and (draws == draws[0]).all():   # e.g. TEST: one window for the whole batch
+                out -= window(*draws[0])
+            else:
+                for j, draw in enumerate(draws):
+                    out[j] -= window(*draw)
         elif self.mean_values.size:
             if self.mean_values.size not in (1, c):
                 raise UserError(f"transform_param: {self.mean_values.size} mean_values for {c} channels; "
@@ -74,7 +116,7 @@ class DataTransformer:
             out -= self.mean_values.reshape(-1, 1, 1)
         if self.scale != 1:
             out *= self.scale
-        return out[:, :, ::-1].copy() if mirror else out
+        return out
 
     def _draw(self, h: int, w: int) -> tuple[int, int, bool]:
         """Crop offsets and mirror flag, drawn in Caffe's order (mirror, h_off, w_off)."""

@@ -12,7 +12,9 @@ from convert.errors import UserError
 from convert.layers.base import NetContext
 from convert.protoio import read_net, write_binaryproto
 from convert.registry import layer_class
-from lmdb_tools.reader import LMDBDataset
+from lmdb_tools.datum import image_to_datum
+from lmdb_tools.db import open_writable
+from lmdb_tools.reader import LMDBBatches, LMDBDataset
 from lmdb_tools.transformer import DataTransformer
 
 COLOR = dict(scale=0.00390625, crop_size=227, mean_file="lmdb/color256_mean.binaryproto")
@@ -96,6 +98,81 @@ def test_dataloader_workers_read_every_record(context):
     images, labels = zip(*loader)
     assert torch.cat(labels).tolist() == [ds[i][1] for i in range(len(ds))]
     np.testing.assert_array_equal(torch.cat(images).numpy(), np.stack([ds.array(i) for i in range(len(ds))]))
+
+
+def color_transformer(phase, **extra) -> DataTransformer:
+    return DataTransformer(pb.TransformationParameter(**COLOR, **extra), phase, CAFFE)
+
+
+def finished(batches: LMDBBatches, items) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [batches.finish(item) for item in items]
+    return torch.cat([d for d, _ in pairs]).numpy(), torch.cat([lbl for _, lbl in pairs]).numpy()
+
+
+@pytest.mark.parametrize("db,param,blobs", [("color256_lmdb", COLOR, "blobs_caffenet_color.npz"),
+                                            ("gray227_lmdb", GRAY, "blobs_caffenet_gray.npz")])
+def test_batches_at_test_equal_the_transformer_record_by_record(db, param, blobs):
+    records = LMDBDataset(CAFFE / "lmdb" / db, DataTransformer(pb.TransformationParameter(**param), pb.TEST, CAFFE))
+    batches = LMDBBatches(CAFFE / "lmdb" / db, 5, DataTransformer(pb.TransformationParameter(**param), pb.TEST, CAFFE))
+    assert len(batches) == 3 and [len(batches.indices(i)) for i in range(3)] == [5, 5, 2]
+    images, labels = finished(batches, batches)
+    assert images.dtype == np.float32 and batches[0][0].dtype == np.uint8   # uint8 crops are handed over
+    np.testing.assert_array_equal(images, np.stack([records[i][0].numpy() for i in range(len(records))]))
+    assert labels.tolist() == [records[i][1] for i in range(len(records))]
+    assert rel_err(images, np.load(CAFFE / blobs)["data"]) <= 1e-6
+    with pytest.raises(IndexError):
+        batches[3]
+
+
+def test_batches_at_train_use_the_documented_order_and_draws():
+    db = CAFFE / "lmdb" / "color256_lmdb"
+    batches = LMDBBatches(db, 4, color_transformer(pb.TRAIN, mirror=True), shuffle=True, seed=7)
+    images, labels = finished(batches, batches)
+    order = np.concatenate([batches.indices(i) for i in range(len(batches))])
+    assert sorted(order) == list(range(12)) and order.tolist() != list(range(12))
+    records, reference = LMDBDataset(db), color_transformer(pb.TRAIN, mirror=True)
+    expected = []
+    for i in range(len(batches)):
+        reference.reseed([7, 0, i])   # the documented stream of batch i, drawn record by record
+        expected += [reference(reference.from_datum(records.datum(int(k)))) for k in batches.indices(i)]
+    np.testing.assert_array_equal(images, np.stack(expected))
+    assert labels.tolist() == [records.datum(int(k)).label for k in order]
+    draws = np.concatenate([batches[i][2] for i in range(len(batches))])
+    assert len({tuple(d) for d in draws}) > 6 and set(draws[:, 2]) == {0, 1}   # offsets and flips vary
+    other = LMDBBatches(db, 4, color_transformer(pb.TRAIN, mirror=True), shuffle=True, seed=8)
+    assert not np.array_equal(finished(other, other)[0], images)
+    batches.set_epoch(1)
+    assert not np.array_equal(finished(batches, batches)[0], images)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_batches_from_workers_equal_batches_in_process(context):
+    db = CAFFE / "lmdb" / "color256_lmdb"
+    batches = LMDBBatches(db, 3, color_transformer(pb.TRAIN, mirror=True), shuffle=True, seed=1)
+    batches[0]   # an environment opened in the parent must not leak into the workers
+    here = [(d.numpy(), lbl.numpy()) for d, lbl in batches.loader()]
+    workers = 2 if context == "fork" else 1
+    there = [(d.numpy(), lbl.numpy()) for d, lbl in batches.loader(workers, multiprocessing_context=context)]
+    assert len(there) == len(here) == 4
+    for (a, la), (b, lb) in zip(here, there):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    if context == "fork":   # a plain DataLoader (tensors via default_convert) gives the same batches
+        plain = DataLoader(batches, batch_size=None, num_workers=1, multiprocessing_context=context)
+        np.testing.assert_array_equal(finished(batches, plain)[0], np.concatenate([a for a, _ in here]))
+
+
+def test_batches_of_mixed_sizes_are_refused(tmp_path):
+    env = open_writable(tmp_path / "db")
+    with env.begin(write=True) as txn:
+        for i, size in enumerate([8, 8, 9]):
+            txn.put(f"{i:08d}".encode(), image_to_datum(np.zeros((size, size), np.uint8), 0).SerializeToString())
+    env.close()
+    batches = LMDBBatches(tmp_path / "db", 3, DataTransformer())
+    with pytest.raises(UserError, match=r"image 2 of the batch is \(1, 9, 9\)"):
+        batches[0]
+    cropped = LMDBBatches(tmp_path / "db", 3, DataTransformer(pb.TransformationParameter(crop_size=8)))
+    assert cropped[0][0].shape == (3, 1, 8, 8)
 
 
 def data_layer(prototxt: str, phase: int = pb.TEST, seed: int = 0):
