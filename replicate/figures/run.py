@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from replicate.figures.plot import Line, Panel, draw
 from replicate.figures.specs import Request, Spec, requests
 from replicate.measure import metrics, study
 from replicate.measure.fitters import get_fitter
-from replicate.measure.phi import Source, views
+from replicate.measure.phi import Source, phi, views
 from replicate.store import Store
 from replicate.training import job_for
 from replicate.transforms import FAMILIES
@@ -76,18 +77,49 @@ def train_missing(spec: Spec, store: Store, options: Options, data: dict[str, Ex
 
 def measure(spec: Spec, store: Store, options: Options, data: dict[str, ExperimentData],
             needed: list[Request]) -> Curves:
-    """Every requested curve, setting by setting (stored results are read, missing ones computed)."""
+    """Every requested curve, setting by setting (stored results are read, missing ones computed).
+
+    The reference phi of every net (shared by its curves) is computed first, here; then the curves are
+    measured in `workers` processes of one thread each (as training: small nets scale better across
+    processes, and no two processes ever compute the same store job).
+    """
     scale = get_scale(options.scale)
-    total = sum(len(views(r.family, r.net, scale, r.measured_resize)[1]) for r in needed)
-    bar = tqdm(total=total, desc=f"{spec.name}: measuring", unit="setting", disable=not options.progress)
+    fitter_seed = SEED
+    tasks = [(i, _source(store, options, data, r), r.family, options.fitter, fitter_seed, r.measured_resize)
+             for i, r in enumerate(needed)]
+    sizes = [len(views(r.family, r.net, scale, r.measured_resize)[1]) for r in needed]
+    bar = tqdm(total=sum(sizes) + len(needed), desc=f"{spec.name}: measuring", unit="setting",
+               disable=not options.progress)
+    for i, source, family, *_ in tasks:
+        ref = views(family, source.net, scale, needed[i].measured_resize)[0]
+        fit_split, limit, report_split = study.splits(source)
+        phi(source, ref, fit_split, limit)
+        phi(source, ref, report_split)
+        bar.update()
     curves: Curves = {}
-    for r in needed:
-        source = Source(store, scale, r.dataset, data[r.dataset], data[r.measured_on], r.net, options.dropout,
-                        options.device)
-        bar.set_postfix_str(f"{r.net.id} on {r.family} ({r.measured_on})")
-        curves[r] = study.measure(source, r.family, options.fitter, SEED, r.measured_resize, on_setting=bar.update)
+    workers = max(1, min(options.workers or os.cpu_count() or 1, len(tasks)))
+    if workers == 1:
+        results = map(_measure_task, tasks)
+    else:
+        pool = mp.get_context("spawn").Pool(workers, initializer=pipeline._worker_init)
+        results = pool.imap_unordered(_measure_task, tasks)
+    for i, rows in results:
+        curves[needed[i]] = rows
+        bar.update(sizes[i])
+    if workers > 1:
+        pool.close()
     bar.close()
-    return curves
+    return {r: curves[r] for r in needed}
+
+
+def _source(store: Store, options: Options, data: dict[str, ExperimentData], r: Request) -> Source:
+    return Source(store, get_scale(options.scale), r.dataset, data[r.dataset], data[r.measured_on], r.net,
+                  options.dropout, options.device)
+
+
+def _measure_task(task: tuple) -> tuple[int, list[dict]]:
+    index, source, family, fitter, seed, resize = task
+    return index, study.measure(source, family, fitter, seed, resize)
 
 
 def value(row: dict, line: str, metric: str, l2: str) -> float:
@@ -123,9 +155,8 @@ def panels(spec: Spec, curves: Curves, options: Options) -> tuple[list[Panel], i
             for line in ("equivariance", "invariance"):
                 panel = Panel(f"{FAMILIES[family].title}, {dataset}: {line}",
                               [row["label"] for row in curves[mine[0]]], ylabel, "measured transform")
-                top = max(r.net.range_rank for r in mine) or 1
-                for r in mine:
-                    colour = "black" if r.net.family == "baseline" else _ramp(r.net.range_rank / top)
+                for i, r in enumerate(mine):   # sorted by range: lighter is wider (nets of equal rank differ)
+                    colour = "black" if r.net.family == "baseline" else _ramp(i / max(1, len(mine) - 1))
                     panel.lines.append(Line(r.net.name, [value(row, line, spec.metric, options.l2)
                                                          for row in curves[r]], colour,
                                             "--" if r.net.family == "baseline" else "-"))
@@ -191,9 +222,8 @@ def make(spec: Spec, datasets: tuple[str, ...], families: tuple[str, ...], optio
               "fitter": options.fitter, "fitter_seed": SEED, "test_time_dropout": options.dropout,
               "phi": "fc7 after relu7 and drop7 at TEST", "l2_normalisation": options.l2,
               "plotted": spec.metric if spec.metric == "accuracy" else f"1 - L_L2 ({options.l2})",
-              "fit_split/report_split": {d: study.splits(Source(store, scale, d, data[d], data[d],
-                                                                zoo.get("baseline_1", d), options.dropout))
-                                         for d in datasets},
+              "fit_split/report_split": {f"{r.dataset} on {r.measured_on}": study.splits(_source(store, options, data, r))
+                                         for r in needed},
               "data": {d: data[d].source for d in data}, "net_seeds": {r.net.id: r.net.seed for r in needed},
               "code_fingerprint": code_fingerprint(MEASURE_CODE), "store": str(store.root),
               "proxy": scale.proxy}
