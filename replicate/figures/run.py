@@ -72,7 +72,8 @@ def train_missing(spec: Spec, store: Store, options: Options, data: dict[str, Ex
             states = ", ".join(f"{i} ({job_for(store, scale, dataset, data[dataset], zoo.get(i, dataset), options.dropout).state})"
                                for i in failed)
             raise UserError(f"{spec.name}: training failed for {dataset} network(s) {states or sorted(ids)}: "
-                            f"{error or 'no result recorded'}; rerun to resume, or `replicate table3 --rebuild ID`")
+                            f"{error or 'no result recorded (or numeric code changed while training: it is part of every key)'}"
+                            f"; rerun to resume, or `replicate table3 --rebuild ID`")
 
 
 def measure(spec: Spec, store: Store, options: Options, data: dict[str, ExperimentData],

@@ -53,13 +53,11 @@ def measure_setting(source: Source, ref: View, view: View, fitter: str, seed: in
     return job.finish(result)
 
 
-def measure(source: Source, family: str, fitter: str = "fast", seed: int = 0, measured_resize: int | None = None,
-            on_setting=None) -> list[dict]:
+def measure(source: Source, family: str, fitter: str = "fast", seed: int = 0,
+            measured_resize: int | None = None) -> list[dict]:
     """One row per setting of the family's grid: label, index and the stored scores."""
     ref, grid = views(family, source.net, source.scale, measured_resize)
     rows = []
     for index, (label, view) in enumerate(grid):
         rows.append({"index": index, "label": label, **measure_setting(source, ref, view, fitter, seed)})
-        if on_setting is not None:
-            on_setting()
     return rows
