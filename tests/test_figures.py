@@ -104,3 +104,17 @@ def test_requests_follow_the_captions():
     assert [(r.net.id, r.measured_on) for r in fig10] == [("rotation_20", "rvl-cdip"), ("rotation_20", "andoc")]
     fig2 = requests(get_spec("fig2"), ("rvl-cdip",), ("blur",))
     assert [r.net.id for r in fig2] == ["baseline_1", "blur_1.5", "blur_3"]
+
+
+def test_a_crop_window_at_the_centre_is_caffes_test_centre_crop(out):
+    """The moved window (mean read at the window) reproduces Caffe's own TEST centre crop exactly."""
+    from replicate.measure.phi import View, extract
+    scale, store = get_scale("smoke"), Store(out / "store")
+    data = data_for("rvl-cdip", scale, store, None, progress=False)
+    source = Source(store, scale, "rvl-cdip", data, data, zoo.get("baseline_1", "rvl-cdip"), "caffe")
+    ref, grid = views("crop", source.net, scale, measured_resize=320)
+    assert ref.side > scale.input_size and ref.window is not None
+    centre, _ = extract(source, ref, "val", limit=50)
+    caffe, _ = extract(source, View(ref.side), "val", limit=50)
+    corner, _ = extract(source, dict(grid)["r0c0"], "val", limit=50)
+    assert (centre == caffe).all() and not (corner == caffe).all()
