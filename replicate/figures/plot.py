@@ -48,7 +48,7 @@ def draw(panels: list[Panel], columns: int, suptitle: str, footer: str, out_stem
         ax.set_ylabel(panel.ylabel, fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="lower left")
+        ax.legend(fontsize=6, loc="best")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(suptitle, fontsize=11)
