@@ -41,7 +41,7 @@ def test_fig7_writes_png_pdf_csv_json_and_claims(out, capsys):
     assert all(0 <= float(r["plotted"]) <= 1 and r["plotted"] == r["accuracy"] for r in rows)
     sidecar = json.loads(stem.with_suffix(".json").read_text())
     assert sidecar["config"]["test_time_dropout"] == "caffe" and sidecar["config"]["fitter"] == "fast"
-    assert sidecar["config"]["l2_normalisation"] == "per-neuron"
+    assert sidecar["config"]["l2_normalisation"] == "authors"
     verdicts = {c["id"]: c["verdict"] for c in sidecar["claims"]}
     assert verdicts["B1-rvl-baseline-mirrors-equal"] in ("holds", "does not hold")
     # the untransformed accuracy through the stored phi and fc8 is the net's Table 3 accuracy

@@ -74,11 +74,10 @@ def test_l2_normalisations_match_hand_computation():
     r_mapped = torch.tensor([[3.0, 1.0], [0.0, 2.0], [1.0, 0.0]])
     # authors: mean ||r' - r|| / mean ||r|| = ((1 + 2 + 1) / 3) / ((3 + 4 + 0) / 3) = 4 / 7
     assert metrics.l2(r_mapped, r, "authors") == pytest.approx(4 / 7)
-    # per-neuron: second moments 9/3 = 3 and 16/3; D = diag(1/sqrt 3, sqrt 3 / 4); sample 2 has r = 0 (dropped)
+    # per-neuron: second moments 9/3 = 3 and 16/3, D = diag(1/sqrt 3, sqrt 3 / 4); the same ratio of means:
+    # scaled diffs d1, 2 d1, d0 over scaled norms 3 d0, 4 d1, 0
     d0, d1 = 1 / math.sqrt(3), math.sqrt(3) / 4
-    s0 = (1 * d1) / (3 * d0)
-    s1 = (2 * d1) / (4 * d1)
-    assert metrics.l2(r_mapped, r, "per-neuron") == pytest.approx((s0 + s1) / 2)
+    assert metrics.l2(r_mapped, r, "per-neuron") == pytest.approx((3 * d1 + d0) / (3 * d0 + 4 * d1))
 
 
 def test_l2_of_a_dead_neuron_is_ignored():

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from replicate.config import SCALES
+from replicate.measure import metrics
 from replicate.figures.specs import MEASURED_FAMILIES, SPECS
 
 
@@ -21,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="equivariance-map fitter: fast (ridge + SGD, default), paper (Section 5.2), authors")
         p.add_argument("--dropout", default="caffe", choices=["caffe", "paper"],
                        help="test-time dropout of phi and of the trained nets (caffe: identity; paper: halve)")
-        p.add_argument("--l2", default="per-neuron",
-                       help="L_L2 normalisation: per-neuron (the paper's, default) or authors (their code)")
+        p.add_argument("--l2", default=metrics.DEFAULT_L2,
+                       help="L_L2 normalisation: authors (their code, what Fig. 10 plots; default) or per-neuron")
         p.add_argument("--out", type=Path, default=Path("runs"), help="results store and outputs (default: runs/)")
         p.add_argument("--data-root", type=Path, help="a directory prepared by `replicate data prepare` (paper scale)")
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

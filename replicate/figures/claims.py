@@ -138,16 +138,17 @@ def _evaluate(check: dict, curves: Curves, datasets: tuple[str, ...]) -> tuple[b
             if home is None or away is None:
                 continue
             for line in check["lines"]:
-                values[f"{family} {line}"] = {ds: round(_mean(home, line, "l2_per_neuron"), 4),
-                                              other: round(_mean(away, line, "l2_per_neuron"), 4)}
+                # Fig. 10 plots 1 - L_L2 with the authors' normalisation (PROTOCOL.md)
+                values[f"{family} {line}"] = {ds: round(_mean(home, line, "l2_authors"), 4),
+                                              other: round(_mean(away, line, "l2_authors"), 4)}
         if not values:
             return None
         if kind == "cross_domain_lower":
             home_mean = mean(v[ds] for v in values.values())
             away_mean = mean(v[other] for v in values.values())
-            return away_mean < home_mean, {"mean 1 - L_L2 (per-neuron)": {ds: round(home_mean, 4), other: round(away_mean, 4)},
+            return away_mean < home_mean, {"mean 1 - L_L2 (authors)": {ds: round(home_mean, 4), other: round(away_mean, 4)},
                                            "per family": values}
-        return all(v[other] > v[ds] for v in values.values()), {"mean 1 - L_L2 (per-neuron)": values}
+        return all(v[other] > v[ds] for v in values.values()), {"mean 1 - L_L2 (authors)": values}
     raise ValueError(f"claim kind {kind!r} has no checker")
 
 

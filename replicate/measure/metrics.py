@@ -5,11 +5,13 @@ L_err = 1 - accuracy of fc8(r') against the true labels, r' = M_g(phi(gx)) (equi
 true one (Caffe's Accuracy layer; Table 3 counts the same way). Softmax does not change the argmax.
 
 L_L2 = normalised distance between r' and r = phi(x), two normalisations (PROTOCOL.md):
+  authors     the authors' equivariance code (Fig. 10 plots 1 - this): mean_i ||r_i - r'_i|| / mean_i ||r_i||.
+              DEFAULT: it is what the published figures were computed with.
   per-neuron  the paper's wording ("we normalize each dimension of r to have similar magnitude", the
               authors' distance code): every neuron j is scaled by 1 / sqrt(E[r_j^2]) (second moment over
-              the reported samples of phi(x); neurons that never fire are dropped), then
-              L_L2 = mean_i ||D (r_i - r'_i)|| / ||D r_i|| over samples with r_i != 0. DEFAULT.
-  authors     the authors' equivariance code (Fig. 10 plots 1 - this): mean_i ||r_i - r'_i|| / mean_i ||r_i||.
+              the reported samples of phi(x); neurons that never fire are dropped), then the same ratio of
+              means, mean_i ||D (r_i - r'_i)|| / mean_i ||D r_i||. (A mean of per-sample ratios would be
+              dominated by the few samples with a tiny ||D r_i||.)
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from convert.errors import UserError
 
 L2_NORMALISATIONS = ("per-neuron", "authors")
-DEFAULT_L2 = "per-neuron"
+DEFAULT_L2 = "authors"
 
 
 def accuracy(r: torch.Tensor, labels: torch.Tensor, fc8_weight: torch.Tensor, fc8_bias: torch.Tensor) -> float:
@@ -44,8 +46,7 @@ def l2(r_mapped: torch.Tensor, r: torch.Tensor, normalisation: str = DEFAULT_L2)
     scale = torch.where(second > 0, second.clamp(min=1e-300).rsqrt(), torch.zeros_like(second))
     diff = ((r_mapped.double() - r.double()) * scale).norm(dim=1)
     base = (r.double() * scale).norm(dim=1)
-    alive = base > 0
-    return float((diff[alive] / base[alive]).mean()) if alive.any() else float("nan")
+    return float(diff.mean() / base.mean()) if base.any() else float("nan")
 
 
 def scores(r_mapped: torch.Tensor, r: torch.Tensor, labels: torch.Tensor, fc8_weight: torch.Tensor,
