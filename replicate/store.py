@@ -108,11 +108,11 @@ class Store:
             return iter(())
         return (p for p in sorted(base.iterdir()) if p.is_dir() and (name is None or p.name.rsplit("-", 1)[0] == name))
 
-    def rebuild(self, name: str) -> int:
-        """Delete every stored job of that name (any kind) so it is recomputed; return how many."""
+    def rebuild(self, name: str, kinds: list[str] | None = None) -> int:
+        """Delete the stored jobs of that name (of the given kinds, or of any) so they are recomputed; return how many."""
         removed = 0
-        for kind_dir in (p for p in self.root.glob("*") if p.is_dir()):
-            for entry in self.entries(kind_dir.name, name):
+        for kind in kinds if kinds is not None else [p.name for p in self.root.glob("*") if p.is_dir()]:
+            for entry in self.entries(kind, name):
                 shutil.rmtree(entry)
                 removed += 1
         return removed

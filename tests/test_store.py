@@ -34,5 +34,8 @@ def test_corrupt_entry_names_itself_and_rebuild_removes_it(tmp_path):
     (job.dir / "result.json").write_text("{not json")
     with pytest.raises(UserError, match="corrupt.*--rebuild Rotation 5"):
         job.result()
-    assert store.rebuild("Rotation 5") == 1
-    assert job.state == "missing"
+    other = store.job("eval", "Rotation 5", {"seed": 3})
+    other.begin()
+    assert store.rebuild("Rotation 5", kinds=["train"]) == 1
+    assert job.state == "missing" and other.state == "running"
+    assert store.rebuild("Rotation 5") == 1 and other.state == "missing"

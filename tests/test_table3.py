@@ -106,7 +106,11 @@ def test_corrupt_store_entry_is_named_and_rebuild_recomputes_it(smoke_run, capsy
     assert run_table3(smoke_run, "--dataset", "rvl-cdip") == 2
     err = capsys.readouterr().err
     assert str(result) in err and "--rebuild shear_10" in err and len(err.strip().splitlines()) == 1
+    other_dataset = results_by_net(smoke_run)
     assert run_table3(smoke_run, "--dataset", "rvl-cdip", "--rebuild", "shear_10") == 0
+    # Only the selected dataset's shear_10 was recomputed; ILSVRC's stays as it was.
+    [ilsvrc_job] = (smoke_run / "store" / "train-smoke-ilsvrc").glob("shear_10-*")
+    assert results_by_net(smoke_run)[ilsvrc_job.name] == other_dataset[ilsvrc_job.name]
     # Deterministic training: the same network again (timings aside).
     assert json.loads(result.read_bytes())["result"]["accuracy"] == json.loads(good)["result"]["accuracy"]
 

@@ -29,9 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from replicate.store import Store
     datasets = pipeline.check_datasets(args.dataset)
     scale = get_scale(args.scale)
+    kinds = ["data"] + [f"train-{scale.name}-{d}" for d in datasets]   # only what this command would compute
     for name in args.rebuild:
         pipeline.check_job_name(name, datasets, scale.name)
-        removed = Store(args.out / "store").rebuild(name)
+        removed = Store(args.out / "store").rebuild(name, kinds)
         print(f"rebuild {name}: removed {removed} stored job(s)")
     md = pipeline.table3(datasets, args.scale, args.out, args.data_root, args.device, args.dropout, args.workers,
                          progress=not args.quiet)
