@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from convert.errors import UserError
@@ -63,12 +64,12 @@ DATA_SEED = 2017            # seeds the embedded datasets (the paper's year; any
 
 # Code whose edits change the numbers of a trained net or a measurement: its hash is part of every
 # job's key, so results of older code are never mixed with new ones.
-NUMERIC_CODE = ["convert/layers", "convert/net.py", "lmdb_tools", "replicate/solver.py", "replicate/lr_policy.py",
+NUMERIC_CODE = ("convert/layers", "convert/net.py", "lmdb_tools", "replicate/solver.py", "replicate/lr_policy.py",
                 "replicate/transforms", "replicate/datasets", "replicate/experiment_data.py", "replicate/training.py",
-                "prototxt"]
+                "prototxt")
 # Measurements (phi, maps, metrics) are keyed by the training code plus their own.
-MEASURE_CODE = [*NUMERIC_CODE, "replicate/measure"]
-DATA_CODE = ["replicate/datasets", "replicate/experiment_data.py", "lmdb_tools"]  # what makes the embedded data
+MEASURE_CODE = (*NUMERIC_CODE, "replicate/measure")
+DATA_CODE = ("replicate/datasets", "replicate/experiment_data.py", "lmdb_tools")  # what makes the embedded data
 
 
 def get_scale(name: str) -> Scale:
@@ -78,8 +79,12 @@ def get_scale(name: str) -> Scale:
     return SCALES[name]
 
 
-def code_fingerprint(entries: list[str] = NUMERIC_CODE) -> str:
-    """A hash of the code that changes numbers (files under `entries`, in a stable order)."""
+@lru_cache(maxsize=None)
+def code_fingerprint(entries: tuple[str, ...] = NUMERIC_CODE) -> str:
+    """A hash of the code that changes numbers (files under `entries`, in a stable order).
+
+    Computed once per process: the code a process runs is the code it imported.
+    """
     digest = hashlib.sha256()
     for entry in entries:
         path = ROOT / entry

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -84,12 +84,6 @@ class Source:
         return job_for(self.store, self.scale, self.dataset, self.data, self.net, self.dropout)
 
 
-@lru_cache(maxsize=None)
-def measure_fingerprint() -> str:
-    """code_fingerprint(MEASURE_CODE), hashed once per process (it reads every numeric source file)."""
-    return code_fingerprint(MEASURE_CODE)
-
-
 def measurement_net(source: Source, view: View, split: str) -> pb.NetParameter:
     """The net's train_val with its TEST Data layer reading `split` of the measured data at the view's side."""
     param = resolved_net(source.scale, source.dataset, source.data, source.net, split)
@@ -143,7 +137,7 @@ def phi(source: Source, view: View, split: str, limit: int | None = None) -> tup
     """extract() through the store: computed once per (trained net, measured data, view, split, dropout)."""
     config = {"train_job": source.train_job.dir.name, "images": source.images.source,
               "images_dir": str(source.images.root), "split": split, "limit": limit, "view": asdict(view),
-              "dropout": source.dropout, "blob": PHI_BLOB, "code": measure_fingerprint()}
+              "dropout": source.dropout, "blob": PHI_BLOB, "code": code_fingerprint(MEASURE_CODE)}
     job = source.store.job(f"phi-{source.scale.name}-{source.dataset}", source.net.id, config)
     if not job.done:
         job_dir = job.begin()

@@ -12,8 +12,9 @@ from dataclasses import asdict
 
 import torch
 
+from replicate.config import MEASURE_CODE, code_fingerprint
 from replicate.measure import fitters, metrics
-from replicate.measure.phi import Source, View, classifier, measure_fingerprint, phi, views
+from replicate.measure.phi import Source, View, classifier, phi, views
 
 ILSVRC_FIT_IMAGES = 50_000
 
@@ -31,7 +32,7 @@ def measure_setting(source: Source, ref: View, view: View, fitter: str, seed: in
     config = {"train_job": source.train_job.dir.name, "images": source.images.source,
               "images_dir": str(source.images.root), "reference": asdict(ref), "view": asdict(view),
               "fit_split": fit_split, "fit_limit": limit, "report_split": report_split, "fitter": fitter,
-              "seed": seed, "dropout": source.dropout, "code": measure_fingerprint()}
+              "seed": seed, "dropout": source.dropout, "code": code_fingerprint(MEASURE_CODE)}
     job = source.store.job(f"measure-{source.scale.name}-{source.dataset}", source.net.id, config)
     if job.done:
         return job.result()
