@@ -42,6 +42,9 @@ class DataTransformer:
             mean = read_binaryproto(Path(root) / param.mean_file)
             self.mean_file = mean.reshape(mean.shape[-3:]) if mean.ndim == 4 else mean
         self.mean_values = np.asarray(param.mean_value, np.float32)
+        # (h_off, w_off): one crop window for every image, no mirror, instead of Caffe's draw (measuring
+        # the Crop family's off-centre windows; the mean file is read at the same window).
+        self.fixed_window: tuple[int, int] | None = None
 
     def __getstate__(self) -> dict:
         # The generated protobuf class does not pickle by reference (spawned DataLoader workers); its bytes do.
@@ -120,6 +123,8 @@ class DataTransformer:
 
     def _draw(self, h: int, w: int) -> tuple[int, int, bool]:
         """Crop offsets and mirror flag, drawn in Caffe's order (mirror, h_off, w_off)."""
+        if self.fixed_window is not None:
+            return (*self.fixed_window, False)
         mirror = bool(self.param.mirror and self.rng.integers(2))
         if not self.crop:
             return 0, 0, mirror

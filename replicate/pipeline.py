@@ -38,7 +38,7 @@ class Task:
     device: str
 
 
-def _worker_init() -> None:
+def worker_init() -> None:
     """One thread per worker; die with the parent (so a killed run leaves no orphans writing results)."""
     import cv2
     import torch
@@ -71,7 +71,7 @@ def collect(store: Store, scale: Scale, datasets: list[str], data: dict[str, Exp
     if pending:
         bar = tqdm(total=len(pending), desc=f"training ({len(pending)} nets, {workers} workers)", unit="net",
                    disable=not progress)
-        with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=worker_init) as pool:
             for dataset, name, result in pool.imap_unordered(_run, pending):
                 results[dataset][name] = result["accuracy"]
                 bar.set_postfix_str(f"{name}: {result['accuracy']:.1f}%")

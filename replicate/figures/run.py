@@ -102,7 +102,7 @@ def measure(spec: Spec, store: Store, options: Options, data: dict[str, Experime
     if workers == 1:
         results = map(_measure_task, tasks)
     else:
-        pool = mp.get_context("spawn").Pool(workers, initializer=pipeline._worker_init)
+        pool = mp.get_context("spawn").Pool(workers, initializer=pipeline.worker_init)
         results = pool.imap_unordered(_measure_task, tasks)
     for i, rows in results:
         curves[needed[i]] = rows

@@ -111,7 +111,7 @@ def extract(source: Source, view: View, split: str, limit: int | None = None) ->
     if view.window is not None:
         x, y = view.window
         window = copy.copy(data.transformer)
-        window._draw = lambda h, w: (y, x, False)   # Caffe's TEST transform with the crop moved off the centre
+        window.fixed_window = (y, x)   # Caffe's TEST transform with the crop moved off the centre
         data.transformer = window
     data.reset()
     total = min(len(data.dataset), limit or len(data.dataset))
