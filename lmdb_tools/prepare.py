@@ -21,11 +21,10 @@ from pathlib import Path
 
 from convert.errors import UserError
 from convert.protoio import atomic_write
+from lmdb_tools.layout import PAPER_SIZES, lmdb_path, mean_path
 from lmdb_tools.mean import write_mean
 from lmdb_tools.writer import ImagesetOptions, convert_imageset, read_list
 
-# 227 is CaffeNet's input; 240/256/288/320 are the Crop nets' resize sizes (PROTOCOL.md).
-PAPER_SIZES = (227, 240, 256, 288, 320)
 
 
 @dataclass(frozen=True)
@@ -88,14 +87,14 @@ def prepare(dataset: str, root: str | os.PathLike, out: str | os.PathLike,
     for size in sizes:
         opts = ImagesetOptions(resize_height=size, resize_width=size, gray=layout.gray)
         for split in layout.splits:
-            db = out / f"{split.name}_{size}_lmdb"
+            db = lmdb_path(out, split.name, size)
             if db.exists() and not overwrite:
                 report["kept"].append(db.name)
             else:
                 convert_imageset(f"{split.image_root}/", split.list_file, db, opts, overwrite=overwrite,
                                  workers=workers, progress=progress)
                 report["built"].append(db.name)
-            mean_file = out / f"{split.name}_{size}_mean.binaryproto"
+            mean_file = mean_path(out, split.name, size)
             if split in mean_splits and (overwrite or not mean_file.exists()):
                 write_mean(db, mean_file, progress=progress)
                 report["built"].append(mean_file.name)

@@ -2,7 +2,7 @@
 
 Layout of a data directory (the same for the embedded datasets and for RVL-CDIP / ILSVRC prepared
 from disk): `<split>_<S>_lmdb` for each split and side S, and `train_<S>_mean.binaryproto`.
-Sides are the scale's input side and the Crop nets' resize sides (PROTOCOL.md's 240/256/288/320,
+Sides are the scale's input side and the Crop nets' resize sides (docs/protocol.md's 240/256/288/320,
 scaled to the input side). The embedded datasets are rendered once at the largest side (our
 "originals") and resized to each side with cv::resize INTER_LINEAR, as convert_imageset resizes
 real images; they are written as raw Datums with convert_imageset's key format, so everything
@@ -22,12 +22,12 @@ from tqdm import tqdm
 from convert.errors import UserError
 from lmdb_tools.datum import image_to_datum
 from lmdb_tools.db import building, open_writable
+from lmdb_tools.layout import CROP_SIZES, lmdb_path, mean_path
 from lmdb_tools.mean import write_mean
 from replicate import zoo
 from replicate.config import DATA_CODE, DATA_SEED, EMBEDDED_FOR, MEASURE_ONLY_SPLITS, Scale, code_fingerprint
 from replicate.store import Job, Store
 
-CROP_SIDES_AT_227 = (240, 256, 288, 320)  # the Crop nets' resize sides (PROTOCOL.md)
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,18 @@ class ExperimentData:
     source: str            # "embedded:<name>" or the data root
 
     def lmdb(self, split: str, side: int) -> Path:
-        path = self.root / f"{split}_{side}_lmdb"
+        path = lmdb_path(self.root, split, side)
         if not (path / "data.mdb").exists():
             raise UserError(f"{path}: missing; expected `replicate data prepare` output with side {side}")
         return path
 
     def mean_file(self, side: int) -> Path:
-        return self.root / f"train_{side}_mean.binaryproto"
+        return mean_path(self.root, "train", side)
 
 
 def sides(scale: Scale) -> list[int]:
     """Every image side a scale's networks read: the input side and the scaled Crop sides."""
-    return sorted({scale.input_size, *(scale.crop_resize(s) for s in CROP_SIDES_AT_227)})
+    return sorted({scale.input_size, *(scale.crop_resize(s) for s in CROP_SIZES)})
 
 
 def data_for(dataset: str, scale: Scale, store: Store, data_root: str | os.PathLike | None,
@@ -113,10 +113,10 @@ def _embedded(dataset: str, scale: Scale, store: Store, progress: bool) -> Exper
                 meta = {"classes": len(class_names), "class_names": list(class_names),
                         "channels": 1 if images[0].ndim == 2 else images[0].shape[2]}
                 for side in config["sides"]:
-                    write_lmdb(root / f"{split}_{side}_lmdb", images, labels, side, f"{name}/{split}")
+                    write_lmdb(lmdb_path(root, split, side), images, labels, side, f"{name}/{split}")
                     bar.update(count)
         for side in config["sides"]:
-            write_mean(root / f"train_{side}_lmdb", root / f"train_{side}_mean.binaryproto", progress=False)
+            write_mean(lmdb_path(root, "train", side), mean_path(root, "train", side), progress=False)
         job.finish({**meta, "eval_split": "test"})
     result = job.result()
     return ExperimentData(job.dir, result["classes"], result["channels"], result["eval_split"], f"embedded:{name}")

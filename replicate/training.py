@@ -33,7 +33,7 @@ from replicate.experiment_data import ExperimentData, crop_side
 from replicate.store import Job, Store
 from replicate.transforms import FAMILIES
 
-PIXEL_SCALE = 1.0 / 255    # PROTOCOL.md: subtract the mean, then scale by 1/255
+PIXEL_SCALE = 1.0 / 255    # docs/protocol.md: subtract the mean, then scale by 1/255
 
 
 def resolved_net(scale: Scale, dataset: str, data: ExperimentData, net: zoo.Net,

@@ -12,7 +12,7 @@ API:
                                                    (the one Figs. 1, 7 compare against the baseline)
 
 Training parameters are the transform family's training config (replicate.transforms FAMILIES[f].training),
-in PROTOCOL.md's units at 227 px: color_jitter sigma; crop resize (resize to S x S, then a 227 crop); elastic
+in docs/protocol.md's units at 227 px: color_jitter sigma; crop resize (resize to S x S, then a 227 crop); elastic
 sigma and alpha_max; blur and noise s_max; mirror flip = flip_ud / flip_lr / flip_both (Table 3's
 "Mirror Horz." is flip_ud, the up-down flip, by the authors' naming); perspective s_max; rotation and
 shear t (uniform in [-t, t] degrees).

@@ -9,8 +9,9 @@ from convert.errors import UserError
 from replicate import cli, pipeline, zoo
 from replicate.config import get_scale
 from replicate.experiment_data import data_for
-from replicate.figures import run as figure_run
-from replicate.figures.specs import get_spec, requests
+from replicate import experiments, options
+from replicate.experiments import base
+from replicate.experiments.invariance import get_spec, requests
 from replicate.measure import fitters
 from replicate.measure.phi import Source, phi, views
 from replicate.store import Store
@@ -71,11 +72,11 @@ def test_a_figure_for_nets_whose_training_failed_names_them_and_why(out, monkeyp
         raise RuntimeError("loss is nan at iteration 12")
     monkeypatch.setattr(pipeline, "collect", broken)
     spec = get_spec("fig7")
-    options = figure_run.Options(scale="smoke", out=out, progress=False)
-    scale, store = get_scale("smoke"), Store(out / "store")
-    data = {"rvl-cdip": data_for("rvl-cdip", scale, store, None, progress=False)}
+    run_options = options.RunOptions(datasets=("rvl-cdip",), families=("rotation",), scale="smoke", out=out,
+                                     progress=False)
+    ctx = base.Context(experiments.get("fig7"), run_options)
     with pytest.raises(UserError, match=r"rotation_20 \(missing\).*loss is nan at iteration 12"):
-        figure_run.train_missing(spec, store, options, data, requests(spec, ("rvl-cdip",), ("rotation",)))
+        base.train_missing(ctx, experiments.get("fig7").inputs(ctx))
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from convert.errors import UserError
-from replicate import paper, zoo
+from replicate import claims, paper, zoo
+from replicate.claims import finetune as finetune_claims
 
 EXCERPTS = paper.PAPER_TABLES / "excerpts"
 
@@ -94,34 +95,18 @@ def test_claims_parse_and_refer_to_known_things():
     assert [c.id for c in paper.claims("table4")] == ["T4-three-of-nine", "T4-more-mixed-than-T2"]
 
 
-def improved_fraction(rows):
-    return sum(r.finetune > r.original for r in rows) / len(rows)
-
-
-def select(rows, which):
-    return [r for r in rows if (r.row == 0) == (which == "untransformed")]
-
-
 @pytest.mark.parametrize("claim", [c for c in paper.claims() if c.table in ("table2", "table4")],
                          ids=lambda c: c.id)
 def test_finetune_claims_hold_on_published_numbers(claim):
-    rows = paper.finetune_table(claim.table)
-    check = claim.check
-    if check["kind"] == "mean_delta":
-        chosen = select(rows, check["rows"])
-        delta = sum(r.finetune - r.original for r in chosen) / len(chosen)
-        assert check["low"] <= delta <= check["high"]
-    elif check["kind"] == "fraction_improved":
-        assert improved_fraction(select(rows, check["rows"])) > check["min_fraction"]
-    elif check["kind"] == "count_improved_families":
-        families = {r.family for r in rows}
-        improved = [f for f in families if all(r.finetune > r.original for r in rows if r.family == f)]
-        assert (len(improved), len(families)) == (check["count"], check["of"])
-    elif check["kind"] == "compare_fraction_improved":
-        assert improved_fraction(paper.finetune_table(check["table"])) < \
-            improved_fraction(paper.finetune_table(check["than"]))
-    else:
-        pytest.fail(f"no published-number check for kind {check['kind']}")
+    evidence = claims.Evidence(finetune={t: finetune_claims.published(t) for t in paper.FINETUNE_TABLES})
+    assert claims.evaluate(claim, evidence).verdict == "holds"
+
+
+def test_table3_claims_hold_on_published_numbers():
+    evidence = claims.Evidence(accuracies={d: {r.net: r.accuracy[d] for r in paper.table3()} for d in paper.DATASETS},
+                               bold={d: {r.net: r.bold[d] for r in paper.table3()} for d in paper.DATASETS})
+    assert {r.id: r.verdict for r in claims.evaluate_all(("table3",), evidence)} == \
+        {c.id: "holds" for c in paper.claims("table3")}
 
 
 def test_malformed_cell_names_file_and_line(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The zoo: Table 3's row set per dataset, PROTOCOL.md's training ranges, lookup, widest helper, CLI."""
+"""The zoo: Table 3's row set per dataset, docs/protocol.md's training ranges, lookup, widest helper, CLI."""
 from collections import Counter
 
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from convert.errors import UserError
 from replicate import cli, paper, zoo
 
-# PROTOCOL.md's training ranges, typed here independently of paper_tables/zoo.csv
+# docs/protocol.md's training ranges, typed here independently of paper_tables/zoo.csv
 PROTOCOL_RANGES = {
     "color_jitter": [{"sigma": s} for s in (5, 10, 15, 20)],
     "crop": [{"resize": s} for s in (240, 256, 288, 320)],

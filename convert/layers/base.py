@@ -14,7 +14,7 @@ from convert.errors import UserError
 
 Shape = tuple[int, ...]
 
-# Test-time dropout conventions (see DESIGN.md): Caffe's inverted dropout is the identity at TEST;
+# Test-time dropout conventions (see docs/design.md): Caffe's inverted dropout is the identity at TEST;
 # the paper's footnote 2 halves activations at TEST (i.e. multiplies by 1 - ratio, no scaling at TRAIN).
 DROPOUT_CAFFE = "caffe"
 DROPOUT_PAPER = "paper"

@@ -6,6 +6,7 @@ import argparse
 
 from convert.errors import UserError
 from lmdb_tools.prepare import PAPER_SIZES, prepare
+from replicate import options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="folder for the LMDBs and mean files")
     parser.add_argument("--sizes", default=",".join(map(str, PAPER_SIZES)),
                         help="comma-separated square sizes (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    options.add(parser, ("workers",))
     parser.add_argument("--overwrite", action="store_true", help="rebuild finished LMDBs too")
     parser.set_defaults(func=_prepare)
 
@@ -34,7 +35,7 @@ def _prepare(args: argparse.Namespace) -> int:
         sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
     except ValueError:
         raise UserError(f"--sizes {args.sizes!r}: expected comma-separated integers, e.g. 227,256") from None
-    report = prepare(args.dataset, args.root, args.out, sizes, args.workers or None, args.overwrite)
+    report = prepare(args.dataset, args.root, args.out, sizes, options.checked(args, "workers"), args.overwrite)
     print(f"{args.out}: built {len(report['built'])}, kept {len(report['kept'])} already finished")
     return 0
 

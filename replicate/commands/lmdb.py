@@ -7,6 +7,7 @@ import os
 from lmdb_tools.mean import channel_means, write_mean
 from lmdb_tools.summary import summarize, write_grid
 from lmdb_tools.writer import ImagesetOptions, convert_imageset
+from replicate import options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--skip-bad", dest="skip_bad", action="store_true",
                         help="skip unreadable images (reported) instead of stopping")
     create.add_argument("--overwrite", action="store_true", help="replace an existing DB")
-    create.add_argument("--workers", type=int, default=1, help="processes decoding images")
+    options.add(create, ("workers",))
     create.set_defaults(func=_create)
 
     mean = sub.add_parser("mean", help="compute_image_mean: mean image of an LMDB as a .binaryproto")
@@ -52,7 +53,7 @@ def _create(args: argparse.Namespace) -> int:
                            encoded=args.encoded or bool(args.encode_type), encode_type=args.encode_type,
                            check_size=args.check_size, skip_bad=args.skip_bad)
     summary = convert_imageset(args.root, args.list_file, args.db, opts, overwrite=args.overwrite,
-                               workers=max(1, args.workers))
+                               workers=options.checked(args, "workers"))
     print(f"{args.db}: wrote {summary['written']} records")
     if summary["skipped"]:
         lines = ", ".join(map(str, summary["skipped"][:20])) + (" ..." if len(summary["skipped"]) > 20 else "")

@@ -16,9 +16,9 @@ from tqdm import tqdm
 from convert import caffe_pb2 as pb
 from convert import protoio
 from convert.errors import UserError
-from convert.layers.base import DROPOUT_CAFFE, DROPOUT_PAPER
 from convert.net import Net, numpy_blobs, with_inputs
 from convert.summary import format_table, summarize
+from replicate import options
 
 PHASES = {"TRAIN": pb.TRAIN, "TEST": pb.TEST}
 
@@ -43,8 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     forward.add_argument("--batches", type=int, default=1,
                          help="forward passes, concatenated along axis 0 (nets with Data layers)")
     forward.add_argument("--blobs", default="all", help="'all' or a comma-separated list of blob names")
-    forward.add_argument("--dropout", choices=(DROPOUT_CAFFE, DROPOUT_PAPER), default=DROPOUT_CAFFE,
-                         help="test-time dropout convention: Caffe's identity or the paper's halving")
+    options.add(forward, ("dropout",))
     forward.add_argument("--seed", type=int, default=0, help="seeds fillers, dropout and data-layer draws")
     forward.add_argument("--out", required=True, help="the .npz to write (atomically)")
     forward.set_defaults(func=run_forward)

@@ -3,37 +3,37 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from pathlib import Path
 
-from replicate.config import SCALES
+from replicate import options
+
+OPTIONS = ("dataset", "scale", "out", "data_root", "dropout")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="what is done, running, partial or missing in the results store")
-    p.add_argument("--dataset", default="all", help="all, rvl-cdip or ilsvrc (default: all)")
-    p.add_argument("--scale", default="mini", help=f"{', '.join(SCALES)} (default: mini)")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="the results store's parent (default: runs/)")
-    p.add_argument("--data-root", type=Path, help="as given to table3 (paper scale)")
-    p.add_argument("--dropout", default="caffe", choices=["caffe", "paper"])
+    options.add(p, OPTIONS)
     p.add_argument("--verbose", "-v", action="store_true", help="one line per network")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from replicate import pipeline, zoo
+    from replicate import zoo
     from replicate.config import get_scale
+    from replicate.experiments.base import TRAINABLE
     from replicate.experiment_data import data_for, embedded_job
     from replicate.store import Store
     from replicate.training import job_for
-    scale, store = get_scale(args.scale), Store(args.out / "store")
-    for dataset in pipeline.check_datasets(args.dataset):
-        if args.data_root is None and not embedded_job(dataset, scale, store).done:
+    datasets = options.check_names("dataset", args.dataset, TRAINABLE, TRAINABLE, "status")
+    resolved = options.resolve(args, OPTIONS, datasets)
+    scale, store = get_scale(resolved.scale), Store(resolved.out / "store")
+    for dataset in datasets:
+        if resolved.data_root is None and not embedded_job(dataset, scale, store).done:
             print(f"{dataset} ({scale.name}): data not generated yet; 0/{len(zoo.nets(dataset))} networks trained")
             continue
-        data = data_for(dataset, scale, store, args.data_root, progress=False)
+        data = data_for(dataset, scale, store, resolved.data_root, progress=False)
         states = Counter()
         for net in zoo.nets(dataset):
-            job = job_for(store, scale, dataset, data, net, args.dropout)
+            job = job_for(store, scale, dataset, data, net, resolved.dropout)
             states[job.state] += 1
             if args.verbose:
                 accuracy = f"{job.result()['accuracy']:.2f}%" if job.done else ""

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from convert import caffe_pb2 as pb
 from convert import protoio
-from convert.layers.base import DROPOUT_CAFFE, DROPOUT_PAPER
 from convert.net import Net
 from replicate.solver import evaluate
+from replicate import options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,8 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", required=True, help="caffemodel(s), comma-separated")
     parser.add_argument("--iterations", type=int, default=50, help="batches to run (default 50, as Caffe)")
     parser.add_argument("--phase", choices=("TEST", "TRAIN"), default="TEST")
-    parser.add_argument("--dropout", choices=(DROPOUT_CAFFE, DROPOUT_PAPER), default=DROPOUT_CAFFE,
-                        help="test-time dropout convention")
+    options.add(parser, ("dropout",))
     parser.add_argument("--seed", type=int, default=0, help="seeds data-layer randomness")
     parser.set_defaults(func=run)
 

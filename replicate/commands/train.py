@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from convert.errors import UserError
-from convert.layers.base import DROPOUT_CAFFE, DROPOUT_PAPER
 from replicate.solver import RESUME_DATA, Solver
+from replicate import options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,10 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume-data", choices=RESUME_DATA, default="continue",
                         help="on resume: 'continue' data where the interrupted run stopped (default; equals an "
                              "uninterrupted run), or 'caffe': from record 0, as a resumed Caffe process does")
-    parser.add_argument("--dropout", choices=(DROPOUT_CAFFE, DROPOUT_PAPER), default=DROPOUT_CAFFE,
-                        help="test-time dropout convention: Caffe's inverted dropout, or the paper's halving")
+    options.add(parser, ("dropout",))
     parser.add_argument("--seed", type=int, help="override the solver's random_seed")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    options.add(parser, ("device",))
     parser.set_defaults(func=run)
 
 
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights and args.snapshot:
         raise UserError("give --snapshot to resume training or --weights to finetune, not both")
     solver = Solver(args.solver, root=Path.cwd(), weights=args.weights, seed=args.seed, dropout=args.dropout,
-                    device=args.device, progress=True)
+                    device=options.checked(args, "device"), progress=True)
     if args.snapshot:
         solver.restore(args.snapshot, resume_data=args.resume_data)
     print(f"training {solver.net.name!r} ({solver.type}, seed {solver.seed}, dropout {solver.dropout}) "

@@ -4,9 +4,9 @@ L_err = 1 - accuracy of fc8(r') against the true labels, r' = M_g(phi(gx)) (equi
 (invariance, M_g = identity). A sample counts as correct when no class scores strictly higher than the
 true one (Caffe's Accuracy layer; Table 3 counts the same way). Softmax does not change the argmax.
 
-L_L2 = normalised distance between r' and r = phi(x), two normalisations (PROTOCOL.md):
+L_L2 = normalised distance between r' and r = phi(x), two normalisations (docs/protocol.md):
   authors     the authors' equivariance code (Fig. 10 plots 1 - this): mean_i ||r_i - r'_i|| / mean_i ||r_i||.
-              DEFAULT: it is what the published figures were computed with.
+              The default (replicate.config.DEFAULT_L2): what the published figures were computed with.
   per-neuron  the paper's wording ("we normalize each dimension of r to have similar magnitude", the
               authors' distance code): every neuron j is scaled by 1 / sqrt(E[r_j^2]) (second moment over
               the reported samples of phi(x); neurons that never fire are dropped), then the same ratio of
@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 
 from convert.errors import UserError
+from replicate.config import DEFAULT_L2
 
 L2_NORMALISATIONS = ("per-neuron", "authors")
-DEFAULT_L2 = "authors"
 
 
 def accuracy(r: torch.Tensor, labels: torch.Tensor, fc8_weight: torch.Tensor, fc8_bias: torch.Tensor) -> float:

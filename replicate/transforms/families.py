@@ -16,6 +16,7 @@ import numpy as np
 
 from convert.errors import UserError
 from replicate.transforms import ops
+from lmdb_tools.layout import CROP_SIZES
 from replicate.transforms.family import REFERENCE_SIZE, Family, Param, Setting, parse_bool, parse_ints
 
 MEASUREMENT_SEED = 54321  # first seed of the fixed fields (elastic, noise, perspective); setting i uses +i
@@ -80,7 +81,6 @@ COLOR_JITTER = Family(
     reference_params=lambda config, size: {"shift": (0,)},
 )
 
-CROP_RESIZES = (240, 256, 288, 320)
 
 
 def _crop_geometry(config: dict, size: int) -> tuple[int, int]:
@@ -120,7 +120,7 @@ CROP = Family(
             Param("x", "px", "left edge of the window", int, minimum=0),
             Param("y", "px", "top edge of the window", int, minimum=0)),
     apply_fn=ops.crop,
-    training=tuple({"resize": s} for s in CROP_RESIZES),
+    training=tuple({"resize": s} for s in CROP_SIZES),
     draw=_crop_draw, grid=_crop_grid, reference_params=_crop_reference,
     default_config={"resize": 256},
 )

@@ -7,8 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from convert.errors import UserError
-
-REFERENCE_SIZE = 227  # the paper's input side; parameters are stated in its units
+from lmdb_tools.layout import PAPER_SIZE as REFERENCE_SIZE  # parameters are stated at the paper's input side
 
 
 def parse_bool(text: str) -> bool:

@@ -12,9 +12,9 @@ import numpy as np
 
 from convert.errors import UserError
 from convert.protoio import atomic_write
+from replicate.paper import DATASETS
 from replicate.transforms.family import Family
 
-DATASETS = ("rvl-cdip", "ilsvrc")
 LABEL_HEIGHT = 18
 GAP = 4
 

@@ -1,0 +1,22 @@
+"""The code fingerprint in every store key: documentation edits keep it, code edits change it."""
+from replicate.config import _meaning
+
+
+def test_docstrings_and_comments_do_not_count_code_does(tmp_path):
+    base = '"""Module doc."""\nX = 1  # why\n\n\ndef f(a):\n    """Doc."""\n    return a + X\n'
+    files = {"base": base, "docs": base.replace("Module doc.", "Other words.").replace("# why", "# because"),
+             "code": base.replace("a + X", "a - X")}
+    meanings = {}
+    for name, text in files.items():
+        (tmp_path / f"{name}.py").write_text(text)
+        meanings[name] = _meaning(tmp_path / f"{name}.py")
+    assert meanings["base"] == meanings["docs"] != meanings["code"]
+
+
+def test_prototxt_comments_do_not_count_values_and_quoted_hashes_do(tmp_path):
+    texts = {"a": 'name: "x#1"  # a comment\n# a line\nbase_lr: 0.01\n',
+             "b": 'name: "x#1"\nbase_lr: 0.01   # another\n', "c": 'name: "x#2"\nbase_lr: 0.01\n'}
+    for name, text in texts.items():
+        (tmp_path / f"{name}.prototxt").write_text(text)
+    a, b, c = (_meaning(tmp_path / f"{n}.prototxt") for n in "abc")
+    assert a == b != c
