@@ -31,6 +31,7 @@ class Evidence:
     curves: dict | None = None       # Figs. 1, 2, 7-10: {Request: rows of the measurement grid}
     finetune: dict | None = None     # Tables 2/4: {"table2": [{"family", "row", "original", "finetune"}, ...]}
     distances: dict | None = None    # Figs. 3, 11, 12: {dataset: DistanceMatrix}
+    l2: str | None = None            # the L_L2 normalisation the run chose (None: replicate.config.DEFAULT_L2)
 
 
 Checker = Callable[[dict, Evidence], "Outcome | None"]

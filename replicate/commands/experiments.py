@@ -12,6 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for experiment in sorted(EXPERIMENTS.values(), key=_order):
         p = sub.add_parser(experiment.name, help=f"{experiment.paper}: {experiment.help}")
         opts.add(p, experiment.options)
+        p.set_defaults(**experiment.defaults)
         if experiment.arguments is not None:
             experiment.arguments(p)
         p.set_defaults(func=run, experiment=experiment.name)
@@ -26,7 +27,7 @@ def _order(experiment) -> tuple:
 def run(args: argparse.Namespace) -> int:
     from replicate.experiments import base, get
     experiment = get(args.experiment)
-    datasets = opts.check_names("dataset", args.dataset, experiment.datasets, experiment.default_datasets,
+    datasets = opts.check_names("dataset", getattr(args, "dataset", None), experiment.datasets, experiment.default_datasets,
                                 experiment.name)
     families = opts.check_names("family", getattr(args, "families", None), experiment.families,
                                 experiment.default_families or experiment.families, experiment.name)

@@ -4,7 +4,7 @@ An Experiment (one paper artefact: a table or a figure) declares, in its own mod
     inputs    the zoo networks it needs per dataset (the driver trains the missing ones through the
               Table 3 store first, in one place for every experiment)
     compute   its numbers from the store (store jobs of its own: measurements, maps, finetuned nets)
-    evidence  what its claims are checked on (replicate.claims.Evidence)
+    evidence  what its claims are checked on (replicate.claims.Evidence), from its numbers and options
     render    its outputs (tables, figures, CSV, JSON sidecar with the resolved options and claims)
 The driver resolves the shared options (replicate/options.py), builds the Context, and runs
 inputs -> training -> compute -> claims -> render. The CLI subcommands are generated from the registry.
@@ -25,6 +25,7 @@ from replicate import options as opts
 from replicate import paper, pipeline, zoo
 from replicate.config import Scale, code_fingerprint, get_scale
 from replicate.experiment_data import ExperimentData, data_for
+from replicate.measure.phi import Source
 from replicate.store import Store
 from replicate.training import job_for
 
@@ -57,6 +58,11 @@ class Context:
     def train_job(self, dataset: str, net: zoo.Net):
         return job_for(self.store, self.scale, dataset, self.data(dataset), net, self.options.dropout)
 
+    def source(self, dataset: str, net: zoo.Net, measured_on: str | None = None) -> Source:
+        """What a net's phi is computed from: the trained net and the data it is measured on."""
+        return Source(self.store, self.scale, dataset, self.data(dataset), self.data(measured_on or dataset), net,
+                      self.options.dropout, self.options.device)
+
     def record(self, **extra: Any) -> dict[str, Any]:
         """The configuration every output of this run records."""
         return {"experiment": self.experiment.name, "paper": self.experiment.paper, "options": self.options.record(),
@@ -83,12 +89,13 @@ class Experiment:
     options: tuple[str, ...]                   # shared options (replicate/options.py)
     inputs: Callable[[Context], Inputs]
     compute: Callable[[Context], Any]
-    evidence: Callable[[Any], claim_engine.Evidence]
+    evidence: Callable[[Context, Any], claim_engine.Evidence]
     render: Callable[[Context, Any, list], list[Path]]   # writes outputs; returns their paths
     report: Callable[[Context, Any, list, list[Path]], str] | None = None   # printed (default: the claims)
     families: tuple[str, ...] = ()             # --families choices, when it takes them
     default_families: tuple[str, ...] = ()     # ... and its default (empty: all of them)
     arguments: Callable[[argparse.ArgumentParser], None] | None = None   # its own options
+    defaults: dict = field(default_factory=dict)   # shared options whose default differs here (say why)
     extra: Callable[[argparse.Namespace], dict] | None = None            # their values, checked
 
 
@@ -131,7 +138,7 @@ def run(experiment: Experiment, options: opts.RunOptions) -> tuple[Any, list, li
     rebuild(ctx)
     train_missing(ctx, experiment.inputs(ctx))
     result = experiment.compute(ctx)
-    checks = claim_engine.evaluate_all(experiment.claims, experiment.evidence(result))
+    checks = claim_engine.evaluate_all(experiment.claims, experiment.evidence(ctx, result))
     outputs = experiment.render(ctx, result, checks)
     return result, checks, outputs, ctx
 

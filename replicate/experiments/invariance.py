@@ -115,8 +115,7 @@ Curves = dict[Request, list[dict]]
 
 def source(ctx: Context, r: Request) -> Source:
     """What a curve's phi is computed from."""
-    return Source(ctx.store, ctx.scale, r.dataset, ctx.data(r.dataset), ctx.data(r.measured_on), r.net,
-                  ctx.options.dropout, ctx.options.device)
+    return ctx.source(r.dataset, r.net, r.measured_on)
 
 
 def _measure_task(task: tuple) -> tuple[int, list[dict]]:
@@ -270,7 +269,7 @@ def _experiment(spec: Spec) -> Experiment:
         default_datasets=spec.datasets,
         options=("dataset", "families", "scale", "fitter", "dropout", "l2", "out", "data_root", "device", "workers",
                  "quiet"),
-        inputs=inputs, compute=lambda ctx: measure(ctx, needed(ctx)), evidence=lambda curves: Evidence(curves=curves),
+        inputs=inputs, compute=lambda ctx: measure(ctx, needed(ctx)), evidence=lambda ctx, curves: Evidence(curves=curves),
         render=render, families=MEASURED_FAMILIES, default_families=spec.families)
 
 

@@ -112,7 +112,7 @@ def compute(ctx: Context) -> Accuracies:
     return {d: {n.name: ctx.train_job(d, n).result()["accuracy"] for n in zoo.nets(d)} for d in ctx.options.datasets}
 
 
-def evidence(results: Accuracies) -> Evidence:
+def evidence(ctx: Context, results: Accuracies) -> Evidence:
     return Evidence(accuracies=results)
 
 

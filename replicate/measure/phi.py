@@ -13,6 +13,9 @@ scale 1/255). A View says which stored images (side S), which g, and which crop 
     same S-sided images and mean (the inputs a Crop net sees).
 The reference view (phi(x)) is the untransformed image at the same side with the centre window.
 
+A finetuned net (replicate.finetune) is measured with `Source.weights`, its store job: its net.caffemodel in the
+Table 3 net's measurement net (the branch-0 layers keep the Table 3 names); that job's name joins every key.
+
 Records are read in key order from the start of the LMDB. ILSVRC's fit set ("a fixed random 50K training
 images") is therefore the first `limit` records of the train LMDB, which `replicate data prepare` writes
 shuffled; the embedded datasets and RVL-CDIP use whole splits.
@@ -31,7 +34,7 @@ from convert.net import Net
 from replicate import zoo
 from replicate.config import MEASURE_CODE, Scale, code_fingerprint
 from replicate.experiment_data import ExperimentData, crop_side
-from replicate.store import Store
+from replicate.store import Job, Store
 from replicate.training import job_for, resolved_net
 from replicate.transforms import FAMILIES
 
@@ -78,10 +81,20 @@ class Source:
     net: zoo.Net
     dropout: str
     device: str = "cpu"
+    weights: Job | None = None   # the store job whose net.caffemodel is measured (a finetuned net); None: train_job
 
     @cached_property
     def train_job(self):
         return job_for(self.store, self.scale, self.dataset, self.data, self.net, self.dropout)
+
+    @property
+    def weights_job(self) -> Job:
+        return self.weights if self.weights is not None else self.train_job
+
+    def key(self) -> dict:
+        """What identifies the measured weights in a store key (a weights job only when one is given)."""
+        return {"train_job": self.train_job.dir.name,
+                **({"weights_job": self.weights.dir.name} if self.weights is not None else {})}
 
 
 def measurement_net(source: Source, view: View, split: str) -> pb.NetParameter:
@@ -99,20 +112,25 @@ def measurement_net(source: Source, view: View, split: str) -> pb.NetParameter:
     return param
 
 
-def extract(source: Source, view: View, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(phi [N, D] float32, labels [N] int64) of the split's first `limit` records (all by default)."""
-    job = source.train_job
-    net = Net(measurement_net(source, view, split), pb.TEST, root=job.dir, dropout=source.dropout).to(source.device)
-    net.load_weights(job.dir / "net.caffemodel")
-    data = net.layer("data")
+def apply_view(data, view: View) -> None:
+    """Make a Data layer produce the view: g in its `augment` hook, the crop window fixed (no random draw)."""
     if view.family is not None:
         fam, params = FAMILIES[view.family], view.params
         data.augment = lambda image: fam.apply(image, **params)
     if view.window is not None:
         x, y = view.window
         window = copy.copy(data.transformer)
-        window.fixed_window = (y, x)   # Caffe's TEST transform with the crop moved off the centre
+        window.fixed_window = (y, x)   # Caffe's transform with the crop moved off the centre (or held there)
         data.transformer = window
+
+
+def extract(source: Source, view: View, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(phi [N, D] float32, labels [N] int64) of the split's first `limit` records (all by default)."""
+    job = source.weights_job
+    net = Net(measurement_net(source, view, split), pb.TEST, root=job.dir, dropout=source.dropout).to(source.device)
+    net.load_weights(job.dir / "net.caffemodel")
+    data = net.layer("data")
+    apply_view(data, view)
     data.reset()
     total = min(len(data.dataset), limit or len(data.dataset))
     phis, labels = [], []
@@ -128,14 +146,14 @@ def extract(source: Source, view: View, split: str, limit: int | None = None) ->
 def classifier(source: Source) -> tuple[np.ndarray, np.ndarray]:
     """The net's fixed fc8 (weight [classes, D], bias [classes]) from its trained caffemodel."""
     from convert.protoio import blob_to_array, read_caffemodel
-    model = read_caffemodel(source.train_job.dir / "net.caffemodel")
+    model = read_caffemodel(source.weights_job.dir / "net.caffemodel")
     layer = next(l for l in model.layer if l.name == "fc8")
     return blob_to_array(layer.blobs[0]).astype(np.float32), blob_to_array(layer.blobs[1]).astype(np.float32)
 
 
 def phi(source: Source, view: View, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """extract() through the store: computed once per (trained net, measured data, view, split, dropout)."""
-    config = {"train_job": source.train_job.dir.name, "images": source.images.source,
+    config = {**source.key(), "images": source.images.source,
               "images_dir": str(source.images.root), "split": split, "limit": limit, "view": asdict(view),
               "dropout": source.dropout, "blob": PHI_BLOB, "code": code_fingerprint(MEASURE_CODE)}
     job = source.store.job(f"phi-{source.scale.name}-{source.dataset}", source.net.id, config)

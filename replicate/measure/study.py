@@ -15,6 +15,7 @@ import torch
 from replicate.config import MEASURE_CODE, code_fingerprint
 from replicate.measure import fitters, metrics
 from replicate.measure.phi import Source, View, classifier, phi, views
+from replicate.store import Job
 
 ILSVRC_FIT_IMAGES = 50_000
 
@@ -26,14 +27,20 @@ def splits(source: Source) -> tuple[str, int | None, str]:
     return "val", None, source.images.eval_split
 
 
-def measure_setting(source: Source, ref: View, view: View, fitter: str, seed: int = 0) -> dict:
-    """Invariance and equivariance scores of one setting on the report split (stored once, then read)."""
+def setting_job(source: Source, ref: View, view: View, fitter: str, seed: int = 0) -> Job:
+    """The store entry of one setting's scores (done or not)."""
     fit_split, limit, report_split = splits(source)
-    config = {"train_job": source.train_job.dir.name, "images": source.images.source,
+    config = {**source.key(), "images": source.images.source,
               "images_dir": str(source.images.root), "reference": asdict(ref), "view": asdict(view),
               "fit_split": fit_split, "fit_limit": limit, "report_split": report_split, "fitter": fitter,
               "seed": seed, "dropout": source.dropout, "code": code_fingerprint(MEASURE_CODE)}
-    job = source.store.job(f"measure-{source.scale.name}-{source.dataset}", source.net.id, config)
+    return source.store.job(f"measure-{source.scale.name}-{source.dataset}", source.net.id, config)
+
+
+def measure_setting(source: Source, ref: View, view: View, fitter: str, seed: int = 0) -> dict:
+    """Invariance and equivariance scores of one setting on the report split (stored once, then read)."""
+    fit_split, limit, report_split = splits(source)
+    job = setting_job(source, ref, view, fitter, seed)
     if job.done:
         return job.result()
     def get(v: View, split: str, lim: int | None = None) -> torch.Tensor:
