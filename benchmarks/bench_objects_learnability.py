@@ -7,6 +7,7 @@ Prints Markdown lines for the `## mini-objects learnability` section of benchmar
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -21,7 +22,7 @@ from replicate.config import DATA_SEED, get_scale
 from replicate.datasets import embedded, objects
 from replicate.experiment_data import ExperimentData, data_for, write_lmdb
 from replicate.store import Store
-from replicate.training import evaluate, job_for, resolved_net, train
+from replicate.training import TIMING, evaluate, job_for, resolved_net, train
 
 DATASET = "ilsvrc"   # mini-objects stands in for it
 
@@ -58,8 +59,9 @@ def main() -> None:
         job = job_for(Store(args.store), scale, DATASET, data, net, "caffe")
         result = job.result() if job.done else train(job, scale, DATASET, data, net)
         shapes = evaluate(resolved_net(scale, DATASET, hue_free, net, "test"), job.dir / result["weights"], job.dir)
+        seconds = json.loads((job.dir / TIMING).read_text())["train_seconds"]
         print(f"- {net.name} (seed {net.seed}): test accuracy {result['accuracy']:.1f}%, "
-              f"without hue prior {100 * shapes:.1f}%, training {result['train_seconds']:.0f} s")
+              f"without hue prior {100 * shapes:.1f}%, training {seconds:.0f} s")
     shutil.rmtree(hue_free.root)
 
 

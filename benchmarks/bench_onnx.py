@@ -48,8 +48,9 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def timing_setup(doc: str) -> tuple[argparse.Namespace, ort.SessionOptions]:
+    """The timing options (--batches, --seconds, --threads) parsed, torch and ONNX Runtime set to the threads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -57,6 +58,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
+    return args, options
+
+
+def main() -> None:
+    args, options = timing_setup(__doc__)
     print(f"# {cpu_model()}, nproc {os.cpu_count()}, threads {args.threads}, torch {torch.__version__}, "
           f"onnxruntime {ort.__version__}, {datetime.date.today()}")
     print("| batch | our PyTorch Net (reference) | ONNX Runtime CPU | ratio |")

@@ -16,7 +16,8 @@ from convert.net import layer_included, with_inputs
 Shape = tuple[int, ...]
 
 # Caffe's data-producing layers other than Input: they read files, so a converted model gets an Input instead.
-DATA_LAYER_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData"}
+DATA_LAYER_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
+                    "DenseImageData"}  # caffe-segnet's image + label layer
 
 
 def test_phase(net_param: pb.NetParameter) -> pb.NetParameter:
@@ -88,3 +89,26 @@ def preprocessing(net_param: pb.NetParameter) -> dict:
                     "force_color": tp.force_color, "force_gray": tp.force_gray,
                     "order": "crop, subtract mean, multiply by scale (Caffe's DataTransformer)"}
     return {}
+
+
+def prune_to_outputs(net_param: pb.NetParameter, outputs: list[str]) -> pb.NetParameter:
+    """A copy with only the layers the given blobs depend on (so a net converts up to a layer that cannot run).
+
+    A blob's value is that of its last writer before the cut; in-place writers of a kept blob stay.
+    """
+    layers = list(net_param.layer)
+    needed, keep = set(outputs), [False] * len(layers)
+    for i in range(len(layers) - 1, -1, -1):
+        if needed & set(layers[i].top):
+            keep[i] = True
+            needed |= set(layers[i].bottom)
+    produced = {t for lp, k in zip(layers, keep) if k for t in lp.top}
+    missing = [o for o in outputs if o not in produced]
+    if missing:
+        raise UserError(f"output {missing[0]!r} is no blob of net {net_param.name!r}")
+    out = pb.NetParameter()
+    out.CopyFrom(net_param)
+    del out.layer[:]
+    out.layer.extend(lp for lp, k in zip(layers, keep) if k)
+    return out
+

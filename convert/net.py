@@ -13,6 +13,8 @@ a blob count or shape mismatch is an error.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from torch import nn
 
 from convert import caffe_pb2 as pb
 from convert import protoio
-from convert.errors import UserError
+from convert.errors import UserError, about
 from convert.layers.base import DROPOUT_CAFFE, CaffeLayer, NetContext, Shape
 from convert.registry import layer_class
 
@@ -120,16 +122,31 @@ class Net(nn.Module):
         spec = pb.LayerParameter()
         spec.CopyFrom(lp)
         del spec.blobs[:]  # weights live in the module, not in the kept parameter
-        layer: CaffeLayer = layer_class(lp.type, lp.name)(spec, [self.blob_shapes[b] for b in lp.bottom], self.ctx)
+        cls = layer_class(lp.type, lp.name)
+        _check_bottom_count(cls, lp)
+        try:
+            layer: CaffeLayer = cls(spec, [self.blob_shapes[b] for b in lp.bottom], self.ctx)
+        except UserError as e:  # name the layer's type too: "layer 'x' (Type): why"
+            bare = f"layer {lp.name!r}: "
+            if str(e).startswith(bare):
+                raise UserError(f"layer {lp.name!r} ({lp.type}): {str(e)[len(bare):]}") from None
+            raise
         if len(layer.top_shapes) != len(lp.top):
             raise UserError(f"layer {lp.name!r} ({lp.type}): has {len(lp.top)} tops, the layer type produces "
                             f"{len(layer.top_shapes)}")
         for top, shape in zip(lp.top, layer.top_shapes):
-            self.blob_shapes[top] = tuple(shape)
+            shape = tuple(int(d) for d in shape)
+            if any(d < 1 for d in shape):   # before anything is allocated for it
+                raise UserError(f"layer {lp.name!r} ({lp.type}): top {top!r} would have shape {shape}; every "
+                                "dimension must be at least 1 (check the layer's parameters against its bottom "
+                                f"shapes {[self.blob_shapes[b] for b in lp.bottom]})")
+            self.ctx.budget.charge(lp.name, f"top {top!r}", shape)
+            self.blob_shapes[top] = shape
         if getattr(layer, "is_input", False):
             self.input_blobs.extend(lp.top)
         if lp.blobs:
-            layer.load_blobs([protoio.blob_to_array(b) for b in lp.blobs])
+            with about(f"layer {lp.name!r}"):
+                layer.load_blobs([protoio.blob_to_array(b) for b in lp.blobs])
         self.layer_params.append(spec)
         self.layers.append(layer)
 
@@ -242,7 +259,8 @@ class Net(nn.Module):
                     report["ignored"].append(src.name)
                 continue
             if src.blobs or ours[src.name].blob_names:
-                ours[src.name].load_blobs([protoio.blob_to_array(b) for b in src.blobs])
+                with about(f"layer {src.name!r}"):
+                    ours[src.name].load_blobs([protoio.blob_to_array(b) for b in src.blobs])
                 report["loaded"].append(src.name)
         loaded = set(report["loaded"])
         report["untouched"] = [n for n, layer in ours.items() if layer.blob_names and n not in loaded]
@@ -290,11 +308,29 @@ class Net(nn.Module):
     @classmethod
     def from_files(cls, prototxt: str | os.PathLike, weights: str | os.PathLike | None = None,
                    phase: int = pb.TEST, **kwargs) -> "Net":
-        """Build from a prototxt and optionally load a caffemodel."""
-        net = cls(protoio.read_net(prototxt), phase, **kwargs)
-        if weights is not None:
-            net.load_weights(weights)
+        """Build from a prototxt and optionally load a caffemodel; errors name the prototxt."""
+        with about(prototxt):
+            net = cls(protoio.read_net(prototxt), phase, **kwargs)
+            if weights is not None:
+                net.load_weights(weights)
         return net
+
+
+@functools.cache
+def bottom_range(cls: type) -> tuple[int, int | None]:
+    """(fewest, most or None) bottoms a layer class takes: its forward's positional parameters (or min_bottoms)."""
+    params = list(inspect.signature(cls.forward).parameters.values())[1:]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = sum(p.default is p.empty for p in positional)
+    variadic = any(p.kind == p.VAR_POSITIONAL for p in params)
+    return getattr(cls, "min_bottoms", required), None if variadic else len(positional)
+
+
+def _check_bottom_count(cls: type, lp: pb.LayerParameter) -> None:
+    fewest, most = bottom_range(cls)
+    if not fewest <= len(lp.bottom) <= (most if most is not None else len(lp.bottom)):
+        expected = f"{fewest}" if fewest == most else f"{fewest} to {most}" if most is not None else f"at least {fewest}"
+        raise UserError(f"layer {lp.name!r} ({lp.type}): has {len(lp.bottom)} bottoms, the layer type takes {expected}")
 
 
 def _as_blob(value) -> torch.Tensor:

@@ -649,6 +649,12 @@ def to_onnx(net_param: pb.NetParameter, weights: pb.NetParameter | Mapping[str, 
     unknown = [o for o in wanted if o not in all_blobs]
     if unknown:
         raise UserError(f"output {unknown[0]!r} is no blob of net {net_param.name!r}; blobs: {', '.join(all_blobs)}")
+    if outputs:  # only what the outputs need: a net converts up to a layer that cannot (Python, DetectionOutput)
+        from convert.deploy import prune_to_outputs
+        pruned = pb.NetParameter()
+        pruned.layer.extend(layers)
+        layers = list(prune_to_outputs(pruned, wanted).layer)
+    layers = rewrite_fork_layers(layers)  # after the cut: a Python layer beyond it does not matter
     folded: dict[str, str] = {}
     if fold_bn:
         layers, weights, folded = fold_batchnorm(layers, dict(weights), set(wanted))
@@ -709,3 +715,6 @@ def to_onnx(net_param: pb.NetParameter, weights: pb.NetParameter | Mapping[str, 
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
     onnx.helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
     return model
+
+
+from convert.onnx_fork import rewrite_fork_layers  # noqa: E402  (registers the fork layers' converters)

@@ -7,6 +7,8 @@ Writers are atomic: a temporary file in the target directory, renamed at the end
 from __future__ import annotations
 
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Type, TypeVar
@@ -46,18 +48,43 @@ _V1_PARAM_FIELDS = [
 # ------------------------------------------------------------------ files ---
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to path via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write bytes to path via a temporary file in the same directory and a rename.
+
+    The file gets the mode open() would give it (0666 less the umask; mkstemp's is 0600). A full,
+    read-only or missing directory is a UserError naming path, and no temporary file is left behind.
+    """
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None and os.path.lexists(tmp):
+        os.unlink(tmp)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _read_bytes(path: str | os.PathLike, what: str) -> bytes:
@@ -67,6 +94,8 @@ def _read_bytes(path: str | os.PathLike, what: str) -> bytes:
         raise UserError(f"{path}: no such {what} file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected a {what} file") from None
+    except OSError as e:   # unreadable, a dangling link, a name too long, ...
+        raise UserError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
 
 
 def read_text_proto(path: str | os.PathLike, message_cls: Type[M]) -> M:
@@ -106,16 +135,68 @@ def write_text_proto(path: str | os.PathLike, msg: Message) -> None:
 # -------------------------------------------------------------- net files ---
 
 def read_net(path: str | os.PathLike) -> pb.NetParameter:
-    """Read a .prototxt net definition and upgrade legacy formats."""
-    return upgrade_net(read_text_proto(path, pb.NetParameter), source=str(path))
+    """Read a .prototxt net definition and upgrade legacy formats (and the forks' ceil_mode)."""
+    text = translate_ceil_mode(_read_bytes(path, "prototxt").decode("utf-8", errors="replace"), str(path))
+    return upgrade_net(parse_text_proto(text, pb.NetParameter, source=str(path)), source=str(path))
 
 
-def read_caffemodel(path: str | os.PathLike) -> pb.NetParameter:
-    """Read a binary .caffemodel (weights in layer.blobs) and upgrade legacy formats."""
+def read_caffemodel(path: str | os.PathLike, pooling_field13: str = "round_mode") -> pb.NetParameter:
+    """Read a binary .caffemodel (weights in layer.blobs) and upgrade legacy formats.
+
+    pooling_field13: "round_mode" (BVLC, default) or "ceil_mode" for a caffemodel written by a fork whose
+    PoolingParameter field 13 is the bool ceil_mode (the bytes cannot tell; the fork's prototxt can:
+    prototxt_uses_ceil_mode). Explicit values are then read as round_mode: true = CEIL, false = FLOOR.
+    """
     net = read_binary_proto(path, pb.NetParameter, "caffemodel")
     if not net.layer and not net.layers:
         raise UserError(f"{path}: not a valid caffemodel (no layers; truncated or another file type)")
-    return upgrade_net(net, source=str(path))
+    net = upgrade_net(net, source=str(path))
+    if pooling_field13 == "ceil_mode":
+        flipped = [lp.name for lp in net.layer if lp.pooling_param.HasField("round_mode")]
+        for lp in net.layer:
+            if lp.pooling_param.HasField("round_mode"):  # the bool's 1 (true) decodes as FLOOR (1)
+                ceil = lp.pooling_param.round_mode == 1
+                lp.pooling_param.round_mode = pb.PoolingParameter.CEIL if ceil else pb.PoolingParameter.FLOOR
+        if flipped:
+            warn(f"{path}: pooling layer(s) {', '.join(flipped[:5])}{' ...' if len(flipped) > 5 else ''} read with "
+                 "PoolingParameter field 13 as the forks' bool ceil_mode (true = CEIL, false = FLOOR)")
+    elif pooling_field13 != "round_mode":
+        raise UserError(f"pooling_field13 must be 'round_mode' or 'ceil_mode', got {pooling_field13!r}")
+    return net
+
+
+# The forks' `ceil_mode: <bool>` (BVLC PR #3057, PoolingParameter field 13; DenseNet, ResNeXt files use it).
+_CEIL_MODE = re.compile(r"\bceil_mode\s*:\s*(true|false|True|False|1|0)\b")
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def prototxt_uses_ceil_mode(path: str | os.PathLike) -> bool:
+    """Whether a prototxt uses the forks' bool ceil_mode (its caffemodel then stores field 13 as that bool)."""
+    return bool(_CEIL_MODE.search(_read_bytes(path, "prototxt").decode("utf-8", errors="replace")))
+
+
+def translate_ceil_mode(text: str, source: str = "<string>") -> str:
+    """Prototxt text with the forks' `ceil_mode: true|false` as BVLC's `round_mode: CEIL|FLOOR` (same lines).
+
+    BVLC's PoolingParameter field 13 is the enum round_mode (CEIL = 0, FLOOR = 1); the forks use field 13
+    as a bool ceil_mode (default true). The meaning is kept and a one-line warning names the lines.
+    """
+    lines: list[int] = []
+
+    def as_round_mode(m: re.Match) -> str:
+        lines.append(text.count("\n", 0, m.start()) + 1)
+        return "round_mode: " + ("CEIL" if m.group(1).lower() in ("true", "1") else "FLOOR")
+
+    out = _CEIL_MODE.sub(as_round_mode, text)
+    if lines:
+        shown = ", ".join(map(str, lines[:5])) + (" ..." if len(lines) > 5 else "")
+        warn(f"{source}: line(s) {shown}: the forks' bool ceil_mode (PoolingParameter field 13, BVLC PR #3057; "
+             "BVLC's field 13 is round_mode) read as round_mode: true = CEIL, false = FLOOR")
+    return out
 
 
 def write_caffemodel(path: str | os.PathLike, net: pb.NetParameter) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from convert import caffe_pb2 as pb
-from convert.errors import UserError
+from convert.errors import UserError, about
 from convert.layers.base import CaffeLayer, NetContext, Shape
 from convert.registry import register
 from lmdb_tools.reader import LMDBDataset
@@ -51,8 +51,9 @@ class DataLayer(CaffeLayer):
             raise UserError(f"layer {param.name!r}: {self.dataset.path} holds no records")
         self.cursor = int(rng.integers(data_param.rand_skip)) if data_param.rand_skip else 0
         self.augment: Callable[[np.ndarray], np.ndarray] | None = None
-        first = self.transformer.from_datum(self.dataset.datum(0))
-        sample = self.transformer.output_shape(first.shape)
+        with about(self.dataset.where(0)):
+            first = self.transformer.from_datum(self.dataset.datum(0))
+            sample = self.transformer.output_shape(first.shape)
         self.top_shapes = [(self.batch_size, *sample), (self.batch_size,)][:len(param.top)]
         # Moves with net.to(device), so batches are produced where the net lives.
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
@@ -71,7 +72,8 @@ class DataLayer(CaffeLayer):
         labels = np.empty(self.batch_size, np.float32)
         for i in range(self.batch_size):
             datum = self.dataset.datum(self.cursor)
-            image = self.transformer(self._augmented(self.transformer.from_datum(datum)))
+            with about(self.dataset.where(self.cursor)):
+                image = self.transformer(self._augmented(self.transformer.from_datum(datum)))
             if image.shape != data.shape[1:]:
                 raise UserError(f"{self.dataset.path}: record {self.dataset.keys[self.cursor]!r} gives "
                                 f"{image.shape} after transform, the first record gave {data.shape[1:]}")

@@ -10,6 +10,7 @@ from typing import Iterator
 import lmdb
 
 from convert.errors import UserError
+from lmdb_tools import mdbcheck
 
 # LMDB reserves address space, not disk: a large map size costs nothing until written.
 MAP_SIZE = 1 << 40
@@ -32,6 +33,7 @@ def open_readonly(path: str | os.PathLike) -> lmdb.Environment:
     st = data.stat()
     ident = (st.st_dev, st.st_ino)
     if ident not in _READERS:
+        mdbcheck.check(path)   # LMDB trusts its file: a damaged one would crash this process
         try:
             _READERS[ident] = lmdb.open(str(path), readonly=True, lock=False, subdir=True,
                                         readahead=False, max_readers=1024)
@@ -42,8 +44,17 @@ def open_readonly(path: str | os.PathLike) -> lmdb.Environment:
 
 def read_keys(env: lmdb.Environment) -> list[bytes]:
     """All keys in LMDB order (byte order, which is Caffe's read order)."""
-    with env.begin(buffers=False) as txn:
+    with reading(env.path()), env.begin(buffers=False) as txn:
         return list(txn.cursor().iternext(keys=True, values=False))
+
+
+@contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """What LMDB itself finds wrong while reading (it checks some page types) as a UserError naming the DB."""
+    try:
+        yield
+    except lmdb.Error as e:
+        raise UserError(f"{path}: corrupt LMDB ({e}); rebuild it (e.g. `replicate lmdb create`)") from None
 
 
 def refuse_existing(target: Path, overwrite: bool) -> None:
@@ -65,6 +76,9 @@ def building(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+    except (OSError, lmdb.Error) as e:   # a full or read-only disk: one line, nothing half-written left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"{target}: cannot write the LMDB ({getattr(e, 'strerror', None) or e})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -72,4 +86,7 @@ def building(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
 
 def open_writable(path: Path) -> lmdb.Environment:
     """Create a new LMDB directory for writing."""
-    return lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, meminit=False, map_async=True)
+    try:
+        return lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, meminit=False, map_async=True)
+    except lmdb.Error as e:
+        raise UserError(f"{path}: cannot create an LMDB here ({e})") from None

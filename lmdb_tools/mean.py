@@ -7,25 +7,26 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from convert.errors import UserError
+from convert.errors import UserError, about
 from convert.protoio import atomic_write, write_binaryproto
-from lmdb_tools.datum import datum_to_array, parse_datum
-from lmdb_tools.db import open_readonly
+from lmdb_tools.datum import datum_to_array, key_text, parse_datum
+from lmdb_tools.db import open_readonly, reading
 
 
 def compute_image_mean(db: str | os.PathLike, progress: bool = True) -> np.ndarray:
     """The mean image (C, H, W) float32, summed in float32 record by record as Caffe's tool does."""
     env = open_readonly(db)
     total, count = None, 0
-    with env.begin(buffers=True) as txn:
+    with reading(db), env.begin(buffers=True) as txn:
         bar = tqdm(total=env.stat()["entries"], disable=not progress, unit="rec", desc="compute_image_mean")
         for key, value in txn.cursor():
             # Encoded records are decoded natively (their own channel count), as DecodeDatumNative.
-            image = datum_to_array(parse_datum(value, key, str(db)))
+            with about(f"{db}: record {key_text(key)}"):
+                image = datum_to_array(parse_datum(value, key, str(db)))
             if total is None:
                 total = np.zeros(image.shape, np.float32)
             elif image.shape != total.shape:
-                raise UserError(f"{db}: record {bytes(key).decode(errors='replace')} is {image.shape} "
+                raise UserError(f"{db}: record {key_text(key)} is {image.shape} "
                                 f"(C, H, W), the first record is {total.shape}; a mean needs equal sizes")
             # float32 + value per pixel, rounded each time: Caffe's accumulation, bit for bit.
             total += image

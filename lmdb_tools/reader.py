@@ -12,8 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from convert import caffe_pb2 as pb
-from lmdb_tools.datum import datum_to_array, parse_datum
-from lmdb_tools.db import open_readonly, read_keys
+from convert.errors import about
+from lmdb_tools.datum import datum_to_array, key_text, parse_datum
+from lmdb_tools.db import open_readonly, read_keys, reading
 from lmdb_tools.transformer import DataTransformer
 
 # glibc's mallopt parameters (malloc.h).
@@ -71,19 +72,26 @@ class LMDBDataset(Dataset):
     def datum(self, index: int) -> pb.Datum:
         """The Datum stored at position index (0 <= index < len)."""
         key = self.keys[index]
-        value = self._open().get(key)
+        with reading(self.path):
+            value = self._open().get(key)
         return parse_datum(value, key, str(self.path))
+
+    def where(self, index: int) -> str:
+        """'DB: record KEY', for messages about the record at index."""
+        return f"{self.path}: record {key_text(self.keys[index])}"
 
     def array(self, index: int) -> np.ndarray:
         """The stored image at index as CHW (decoded if encoded), untransformed."""
-        return datum_to_array(self.datum(index))
+        with about(self.where(index)):
+            return datum_to_array(self.datum(index))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         datum = self.datum(index)
-        if self.transformer is None:
-            image = datum_to_array(datum).copy()   # writable, owned memory for torch
-        else:
-            image = self.transformer(self.transformer.from_datum(datum))
+        with about(self.where(index)):
+            if self.transformer is None:
+                image = datum_to_array(datum).copy()   # writable, owned memory for torch
+            else:
+                image = self.transformer(self.transformer.from_datum(datum))
         return torch.from_numpy(image), int(datum.label)
 
     def close(self) -> None:
@@ -141,8 +149,12 @@ class LMDBBatches(Dataset):
         return self.order[batch * self.batch_size:(batch + 1) * self.batch_size]
 
     def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        datums = [self.records.datum(int(k)) for k in self.indices(batch)]
-        images = [self.transformer.from_datum(d) for d in datums]
+        positions = [int(k) for k in self.indices(batch)]
+        datums = [self.records.datum(k) for k in positions]
+        images = []
+        for k, d in zip(positions, datums):
+            with about(self.records.where(k)):
+                images.append(self.transformer.from_datum(d))
         crops = np.empty((len(images), *self.transformer.output_shape(images[0].shape)), images[0].dtype)
         self.transformer.reseed([self.seed, self.epoch, batch])
         draws = self.transformer.crop_batch(images, crops)

@@ -9,16 +9,17 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from convert.errors import UserError, about
 from convert.protoio import atomic_write
-from lmdb_tools.datum import datum_to_array, parse_datum
-from lmdb_tools.db import open_readonly
+from lmdb_tools.datum import datum_to_array, key_text, parse_datum
+from lmdb_tools.db import open_readonly, reading
 
 
 def summarize(db: str | os.PathLike, first: int = 5, progress: bool = True) -> dict:
     """Scan every record: count, (C, H, W) shapes, raw/encoded/float_data, labels, the first keys."""
     env = open_readonly(db)
     shapes, kinds, labels, keys = Counter(), Counter(), Counter(), []
-    with env.begin() as txn:
+    with reading(db), env.begin() as txn:
         for key, value in tqdm(txn.cursor(), total=env.stat()["entries"], disable=not progress,
                                unit="rec", desc="inspect"):
             datum = parse_datum(value, key, str(db))
@@ -26,7 +27,7 @@ def summarize(db: str | os.PathLike, first: int = 5, progress: bool = True) -> d
             shapes[(datum.channels, datum.height, datum.width)] += 1
             labels[datum.label] += 1
             if len(keys) < first:
-                keys.append(key.decode(errors="replace"))
+                keys.append(key_text(key))
     return {"records": sum(kinds.values()), "kinds": dict(kinds), "shapes": dict(shapes),
             "labels": dict(sorted(labels.items())), "first_keys": keys}
 
@@ -35,12 +36,15 @@ def write_grid(db: str | os.PathLike, out: str | os.PathLike, count: int = 16, c
     """A PNG of the first `count` images, each fitted into a cell and captioned with its label."""
     env = open_readonly(db)
     tiles = []
-    with env.begin() as txn:
+    with reading(db), env.begin() as txn:
         for key, value in txn.cursor():
             if len(tiles) == count:
                 break
             datum = parse_datum(value, key, str(db))
-            tiles.append(_tile(datum_to_array(datum), datum.label, cell))
+            with about(f"{db}: record {key_text(key)}"):
+                tiles.append(_tile(datum_to_array(datum), datum.label, cell))
+    if not tiles:
+        raise UserError(f"{db}: holds no records to draw (or --count is {count})")
     columns = int(np.ceil(np.sqrt(len(tiles)))) or 1
     rows = -(-len(tiles) // columns)
     grid = np.zeros((rows * cell, columns * cell, 3), np.uint8)

@@ -39,7 +39,10 @@ class DataTransformer:
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.mean_file: np.ndarray | None = None
         if param.mean_file:
-            mean = read_binaryproto(Path(root) / param.mean_file)
+            path = Path(root) / param.mean_file
+            mean = read_binaryproto(path)
+            if mean.ndim not in (3, 4) or (mean.ndim == 4 and mean.shape[0] != 1) or mean.size == 0:
+                raise UserError(f"{path}: a mean file holds one (1, C, H, W) image, this one has shape {mean.shape}")
             self.mean_file = mean.reshape(mean.shape[-3:]) if mean.ndim == 4 else mean
         self.mean_values = np.asarray(param.mean_value, np.float32)
         # (h_off, w_off): one crop window for every image, no mirror, instead of Caffe's draw (measuring

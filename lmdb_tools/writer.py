@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import cv2
+import lmdb
 import numpy as np
 from tqdm import tqdm
 
@@ -205,6 +206,10 @@ def convert_imageset(root: str | os.PathLike, list_file: str | os.PathLike, db: 
         env.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    except (OSError, lmdb.Error) as e:   # e.g. the disk filled up: the committed part stays for a rerun
+        env.close()
+        raise UserError(f"{target}: writing failed ({getattr(e, 'strerror', None) or e}); the records committed so "
+                        f"far are kept in {tmp} and a rerun with the same list and flags resumes from them") from None
     except BaseException:
         env.close()   # keep the committed part: the next run resumes from it
         raise

@@ -72,7 +72,12 @@ def _from_disk(dataset: str, root: Path, scale: Scale) -> ExperimentData:
     if not manifest_path.exists():
         raise UserError(f"{root}: not a prepared data directory (no prepare.json, nor {dataset}/prepare.json); "
                         f"run `replicate data prepare {dataset} --root DOWNLOAD --out {root / dataset}` first")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, RecursionError) as e:
+        raise UserError(f"{manifest_path}: corrupt ({e}); rerun `replicate data prepare {dataset}`") from None
     if manifest.get("dataset") != dataset:
         raise UserError(f"{manifest_path}: holds {manifest.get('dataset')!r}, expected {dataset!r}")
     missing = [s for s in sides(scale) if s not in manifest.get("sizes", [])]
@@ -102,7 +107,8 @@ def _embedded(dataset: str, scale: Scale, store: Store, progress: bool) -> Exper
     job = embedded_job(dataset, scale, store)
     name, config = job.config["embedded"], job.config
     if not job.done:
-        root = job.begin()
+        root = job.begin()   # waits while another run generates it
+    if not job.done:
         meta = {}
         total = sum(scale.split_sizes.values()) * (1 + len(config["sides"]))
         with tqdm(total=total, desc=f"data {dataset} ({name}, {scale.name})", unit="img", disable=not progress) as bar:
@@ -118,6 +124,7 @@ def _embedded(dataset: str, scale: Scale, store: Store, progress: bool) -> Exper
         for side in config["sides"]:
             write_mean(lmdb_path(root, "train", side), mean_path(root, "train", side), progress=False)
         job.finish({**meta, "eval_split": "test"})
+    job.release()
     result = job.result()
     return ExperimentData(job.dir, result["classes"], result["channels"], result["eval_split"], f"embedded:{name}")
 

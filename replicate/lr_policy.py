@@ -31,7 +31,18 @@ def check_policy(param: pb.SolverParameter) -> None:
 
 
 def learning_rate(param: pb.SolverParameter, iteration: int, current_step: int) -> tuple[float, int]:
-    """(rate, new current_step) as Caffe computes them at `iteration`."""
+    """(rate, new current_step) as Caffe computes them at `iteration`; UserError when it is no real number."""
+    try:
+        rate, current_step = _rate(param, iteration, current_step)
+    except (OverflowError, ZeroDivisionError) as e:
+        rate = e
+    if not isinstance(rate, float | int):   # e.g. gamma ** huge, or a negative base to a fractional power
+        raise UserError(f"solver: lr_policy {param.lr_policy!r} gives no real learning rate at iteration "
+                        f"{iteration} ({rate}); check base_lr, gamma, power, stepsize and max_iter")
+    return rate, current_step
+
+
+def _rate(param: pb.SolverParameter, iteration: int, current_step: int) -> tuple[float, int]:
     policy, base, gamma, power = param.lr_policy, param.base_lr, param.gamma, param.power
     if policy == "fixed":
         rate = base

@@ -113,9 +113,11 @@ def check_names(flag: str, chosen: list[str] | None, valid: tuple[str, ...], def
         return default
     if ALL in chosen:
         return valid
+    # `all` is accepted everywhere; the message lists it for datasets where it is also the default
+    listed = (ALL, *valid) if flag == "dataset" and default == valid and len(valid) > 1 else valid
     for name in chosen:
         if name not in valid:
-            raise UserError(f"{context}: unknown {flag} {name!r}; expected one of {', '.join(valid)}")
+            raise UserError(f"{context}: unknown {flag} {name!r}; expected one of {', '.join(listed)}")
     return tuple(dict.fromkeys(chosen))
 
 

@@ -53,10 +53,12 @@ the fixture's train_iter_12 was written by one, and "continue" from its train_it
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -67,7 +69,7 @@ from google.protobuf import text_format
 import lmdb_tools  # noqa: F401  (registers the net's Data layer)
 from convert import caffe_pb2 as pb
 from convert import protoio
-from convert.errors import UserError
+from convert.errors import UserError, about
 from convert.layers.base import DROPOUT_CAFFE, DROPOUT_PAPER
 from convert.net import LearnableBlob, Net, layer_included, with_inputs
 from replicate.lr_policy import check_policy, learning_rate
@@ -414,9 +416,10 @@ class Solver:
         self.net.save_caffemodel(self._path(model))
         state = pb.SolverState(iter=self.iter, learned_net=model, current_step=self.current_step)
         state.history.extend(protoio.array_to_blob(h.detach().cpu().numpy()) for h in self.history)
-        protoio.atomic_write(state_path, state.SerializeToString())
+        # The sidecar first: a run killed between the writes leaves no .solverstate to resume half-restored.
         sidecar = {"iter": self.iter, "current_step": self.current_step, **self.config(), **self._rng_state()}
         protoio.atomic_write(Path(f"{state_path}.json"), json.dumps(sidecar, indent=1).encode())
+        protoio.atomic_write(state_path, state.SerializeToString())
         self.last_snapshot = state_path
         self._log(f"snapshot iter={self.iter} model={model} state={name}.solverstate")
         return state_path
@@ -426,28 +429,41 @@ class Solver:
         if resume_data not in RESUME_DATA:
             raise UserError(f"resume_data {resume_data!r}: expected one of {', '.join(RESUME_DATA)}")
         path = self._path(path)
-        state = protoio.read_binary_proto(path, pb.SolverState, "solverstate")
-        self._check_history(state, path)
-        model = self._path(state.learned_net)
-        if state.learned_net and not model.exists() and (path.parent / Path(state.learned_net).name).exists():
-            model = path.parent / Path(state.learned_net).name  # a snapshot directory moved as a whole
-        if state.learned_net:
-            report = self.net.load_weights(model)
-            if report["untouched"]:
-                raise UserError(f"{path}: {model} is a snapshot of another net: it has no weights for layers "
-                                f"{report['untouched']}")
+        with about(path):
+            state = protoio.read_binary_proto(path, pb.SolverState, "solverstate")
+            if state.iter < 0 or state.current_step < 0:
+                raise UserError(f"iter {state.iter} and current_step {state.current_step} must not be negative")
+            self._check_history(state, path)
+            history = []
+            for i, blob in enumerate(state.history):   # everything is read and checked before anything is set
+                with about(f"history blob {i}"):
+                    history.append(protoio.blob_to_array(blob))
+            sidecar = Path(f"{path}.json")
+            saved = self._read_sidecar(sidecar, state) if resume_data == "continue" and sidecar.exists() else None
+            model = self._path(state.learned_net)
+            if state.learned_net and not model.exists() and (path.parent / Path(state.learned_net).name).exists():
+                model = path.parent / Path(state.learned_net).name  # a snapshot directory moved as a whole
+            if state.learned_net:
+                report = self.net.load_weights(model)
+                if report["untouched"]:
+                    raise UserError(f"{path}: {model} is a snapshot of another net: it has no weights for layers "
+                                    f"{report['untouched']}")
         with torch.no_grad():
-            for h, blob in zip(self.history, state.history):
-                h.copy_(torch.from_numpy(protoio.blob_to_array(blob)).reshape(h.shape))
+            for h, array in zip(self.history, history):
+                h.copy_(torch.from_numpy(array).reshape(h.shape))
         self.iter, self.current_step = int(state.iter), int(state.current_step)
-        sidecar = Path(f"{path}.json")
         if resume_data == "caffe":
             for layer in self._data_layers(self.net) + [l for n in self.test_nets for l in self._data_layers(n)]:
                 layer.reset()
-        elif sidecar.exists():
-            self._set_rng_state(json.loads(sidecar.read_text()))
+        elif saved is not None:
+            self._set_rng_state(saved)
         else:
             self._continue_caffe_cursors()
+            note = (f"{path}: no {sidecar.name} beside it (a Caffe snapshot, or one cut short): data cursors are "
+                    "placed where an uninterrupted Caffe run would be, but the random streams (dropout, crops, "
+                    "mirrors) start afresh, so the run will not match an uninterrupted one exactly")
+            self._log(f"note: {note}")
+            warnings.warn(note, stacklevel=2)
         self._log(f"restored {path} iter={self.iter} current_step={self.current_step} resume_data={resume_data}")
 
     def _check_history(self, state: pb.SolverState, path: Path) -> None:
@@ -479,8 +495,11 @@ class Solver:
         p = self.param
         for layer in self._data_layers(self.net):
             layer.seek(self.iter * p.iter_size * layer.batch_size)
-        passes = sum(1 for k in range(self.iter) if p.test_interval and k % p.test_interval == 0
-                     and (k > 0 or p.test_initialization))
+        # Test passes at k = 0, ti, 2ti, ... < iter (k = 0 only with test_initialization), in closed form:
+        # a corrupt or huge iter must not loop.
+        passes, interval = 0, abs(p.test_interval)   # k % -t == 0 exactly when k % t == 0
+        if interval and self.iter > 0:
+            passes = (self.iter + interval - 1) // interval - (0 if p.test_initialization else 1)
         for net, test_iter in zip(self.test_nets, p.test_iter):
             for layer in self._data_layers(net):
                 layer.seek(passes * test_iter * layer.batch_size)
@@ -498,16 +517,41 @@ class Solver:
                                                 for layer in self._data_layers(net)]}
                          for name, net in self._nets().items()}}
 
+    def _read_sidecar(self, sidecar: Path, state: pb.SolverState) -> dict:
+        """The sidecar's RNG states and cursors, decoded and checked against this solver (UserError naming it)."""
+        try:
+            saved = json.loads(sidecar.read_text())
+            if saved.get("iter", state.iter) != state.iter:
+                raise ValueError(f"it is of iteration {saved.get('iter')!r}, the solverstate of {state.iter}")
+            nets = {}
+            for name, net in self._nets().items():
+                entry = saved["nets"][name]
+                layers = []
+                for st in entry["data_layers"]:
+                    np.random.PCG64().state = st["rng"]   # raises if the dict is no PCG64 state
+                    if type(st["cursor"]) is not int or st["cursor"] < 0:
+                        raise ValueError(f"cursor {st['cursor']!r} of net {name} is not a record index")
+                    layers.append((st["cursor"], st["rng"]))
+                nets[name] = (_rng_bytes(entry["generator"], net.ctx.generator.get_state(), f"net {name}"), layers)
+            return {"torch_rng": _rng_bytes(saved["torch_rng"], torch.get_rng_state(), "torch"), "nets": nets,
+                    "dropout": saved.get("dropout")}
+        except KeyError as e:
+            detail = f"no {e} entry"
+        except (ValueError, TypeError, AttributeError, OverflowError, RecursionError, RuntimeError,
+                binascii.Error) as e:
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{sidecar}: corrupt snapshot sidecar ({detail}); delete it to resume as from a Caffe "
+                        "snapshot, or pass --resume-data caffe")
+
     def _set_rng_state(self, saved: dict) -> None:
-        decode = lambda s: torch.from_numpy(np.frombuffer(base64.b64decode(s), np.uint8).copy())
-        torch.set_rng_state(decode(saved["torch_rng"]))
+        """Apply a sidecar read by _read_sidecar."""
+        torch.set_rng_state(saved["torch_rng"])
         for name, net in self._nets().items():
-            if name not in saved["nets"]:
-                raise UserError(f"snapshot sidecar has no state for net {name}; resume with resume_data='caffe'")
-            net.ctx.generator.set_state(decode(saved["nets"][name]["generator"]))
-            for layer, st in zip(self._data_layers(net), saved["nets"][name]["data_layers"]):
-                layer.seek(st["cursor"])
-                layer.transformer.rng.bit_generator.state = st["rng"]
+            generator, layers = saved["nets"][name]
+            net.ctx.generator.set_state(generator)
+            for layer, (cursor, rng) in zip(self._data_layers(net), layers):
+                layer.seek(cursor)
+                layer.transformer.rng.bit_generator.state = rng
         if saved.get("dropout") != self.dropout:
             self._log(f"note: snapshot was trained with dropout={saved.get('dropout')}, continuing with {self.dropout}")
 
@@ -519,9 +563,23 @@ class Solver:
         self._log(" ".join(f"{k}={v}" for k, v in entry.items()))
 
     def _log(self, line: str) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as f:
-            f.write(line + "\n")
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a") as f:
+                f.write(line + "\n")
+        except OSError as e:   # a full or read-only disk
+            raise UserError(f"{self.log_path}: cannot write the solver log ({e.strerror or e})") from None
+
+
+def _rng_bytes(text, like: torch.Tensor, what: str) -> torch.Tensor:
+    """A base64 RNG state of the same size as `like` (ValueError otherwise)."""
+    if not isinstance(text, str):
+        raise ValueError(f"the {what} RNG state is {type(text).__name__}, not base64 text")
+    state = torch.from_numpy(np.frombuffer(base64.b64decode(text, validate=True), np.uint8).copy())
+    if state.numel() != like.numel():
+        raise ValueError(f"the {what} RNG state has {state.numel()} bytes, expected {like.numel()}")
+    torch.Generator().set_state(state)   # raises RuntimeError for an invalid mt19937 state
+    return state
 
 
 def evaluate(net: Net, iterations: int, progress: bool = False) -> dict[str, float | list[float]]:

@@ -5,9 +5,12 @@ result.json (written last, atomically): a job is done exactly when result.json e
 at any moment leaves no result.json and is simply run again; a finished job is never recomputed.
 The key is a hash of the canonical JSON of the configuration, which includes a fingerprint of the
 code that changes numbers (see replicate.config.code_fingerprint), so changed code means new jobs.
+Runs sharing a store claim a job with an exclusive flock on its job.lock (Job.begin): a second run
+waits for the job a live run holds instead of clearing its directory, and then uses its result.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +25,7 @@ from convert.protoio import atomic_write
 RESULT = "result.json"
 CONFIG = "config.json"
 RUNNING = "running.pid"
+LOCK = "job.lock"
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -62,34 +66,107 @@ class Job:
             raise UserError(f"results store: entry {path} is corrupt ({e}); rerun with --rebuild {self.name}") from None
 
     def begin(self) -> Path:
-        """Start (or restart) the job: a fresh directory holding its config and our pid."""
-        if self.dir.exists():
-            shutil.rmtree(self.dir)  # a partial run: everything in it is recomputed
-        self.dir.mkdir(parents=True)
-        write_json(self.dir / CONFIG, self.config)
-        (self.dir / RUNNING).write_text(str(os.getpid()))
+        """Claim the job and start it afresh: its directory holding only its config and our pid.
+
+        The claim is an exclusive flock on job.lock in the directory, held until finish() or release()
+        (or this process's end: the kernel drops it when its holder dies). While another live process
+        holds it, begin() waits; what a killed run left is cleared, but a job another process finished
+        meanwhile is kept as it is: check `done` after begin() and release() to use its result.
+        """
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _claim(self.dir / LOCK)
+            if self.done:
+                return self.dir
+            for entry in self.dir.iterdir():   # a partial run: everything in it is recomputed
+                if entry.name != LOCK:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            write_json(self.dir / CONFIG, self.config)
+            atomic_write(self.dir / RUNNING, str(os.getpid()).encode())
+        except OSError as e:
+            raise UserError(f"{self.dir}: cannot start the {self.kind} job {self.name!r} ({e.strerror or e})") from None
         return self.dir
 
     def finish(self, result: dict) -> dict:
-        """Record the result (the done marker) atomically and return it."""
+        """Record the result (the done marker) atomically, end the claim and return the result."""
         write_json(self.dir / RESULT, {"job": {"kind": self.kind, "name": self.name}, "config": self.config,
                                        "result": result})
         (self.dir / RUNNING).unlink(missing_ok=True)
+        self.release()
         return result
+
+    def release(self) -> None:
+        """End this process's claim on the job (after finish, or to give up without a result)."""
+        _release(self.dir / LOCK)
 
     @property
     def state(self) -> str:
-        """done, running (its process is alive), partial (killed) or missing."""
+        """done, running (a live process holds its claim), partial (killed) or missing."""
         if self.done:
             return "done"
-        pid_file = self.dir / RUNNING
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), 0)
-                return "running"
-            except (ValueError, ProcessLookupError, PermissionError):
-                return "partial"
-        return "partial" if self.dir.exists() else "missing"
+        if not self.dir.exists():
+            return "missing"
+        held, alive = _held(self.dir / LOCK), _alive(self.dir / RUNNING)
+        return "running" if held is not False and alive is not False and (held or alive) else "partial"
+
+
+# Claims this process holds: lock path -> open descriptor with the flock.
+_CLAIMS: dict[Path, int] = {}
+
+
+def _claim(lock: Path) -> None:
+    """Hold an exclusive flock on lock (blocking while another process holds it); reentrant in one process."""
+    fd = _CLAIMS.get(lock)
+    if fd is not None:
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                return
+        except FileNotFoundError:   # the job directory was removed (--rebuild) under our claim
+            pass
+        _release(lock)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    _CLAIMS[lock] = fd
+
+
+def _release(lock: Path) -> None:
+    fd = _CLAIMS.pop(lock, None)
+    if fd is not None:
+        os.close(fd)   # closing drops the flock
+
+
+def _held(lock: Path) -> bool | None:
+    """Whether a process holds the job's claim (None: no lock file, a store of older code)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _alive(pid_file: Path) -> bool | None:
+    """Whether the pid in the file is a live process here (None: no readable pid file)."""
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        pass
+    return True
 
 
 class Store:

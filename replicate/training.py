@@ -30,10 +30,11 @@ from lmdb_tools.transformer import DataTransformer
 from replicate import zoo
 from replicate.config import Scale, code_fingerprint
 from replicate.experiment_data import ExperimentData, crop_side
-from replicate.store import Job, Store
+from replicate.store import Job, Store, write_json
 from replicate.transforms import FAMILIES
 
 PIXEL_SCALE = 1.0 / 255    # docs/protocol.md: subtract the mean, then scale by 1/255
+TIMING = "timing.json"     # a trained net's train/eval seconds and images per second
 
 
 def resolved_net(scale: Scale, dataset: str, data: ExperimentData, net: zoo.Net,
@@ -93,7 +94,18 @@ def train(job: Job, scale: Scale, dataset: str, data: ExperimentData, net: zoo.N
           device: str = "cpu") -> dict:
     """Train one network with Caffe's solver, evaluate it, and record the result in the store."""
     from replicate.solver import Solver
-    job_dir = job.begin()
+    job_dir = job.begin()   # waits while another run on this store trains the same net
+    if job.done:            # it finished while we waited: use its result
+        job.release()
+        return job.result()
+    try:
+        return _train(job, job_dir, scale, dataset, data, net, dropout, device, Solver)
+    finally:
+        job.release()   # finish() has released it already; on an error this gives the claim up
+
+
+def _train(job: Job, job_dir: Path, scale: Scale, dataset: str, data: ExperimentData, net: zoo.Net,
+           dropout: str, device: str, Solver) -> dict:
     net_param = resolved_net(scale, dataset, data, net)
     write_text_proto(job_dir / "train_val.prototxt", net_param)
     solver_param = resolved_solver(scale, dataset, net, job_dir)
@@ -111,11 +123,12 @@ def train(job: Job, scale: Scale, dataset: str, data: ExperimentData, net: zoo.N
     solver.net.save_caffemodel(weights)
     started = time.time()
     accuracy = evaluate(resolved_net(scale, dataset, data, net, data.eval_split), weights, job_dir, device)
+    # Timings go beside the result, not in it: the same seeds and code give a byte-identical result.json.
+    write_json(job_dir / TIMING, {"train_seconds": round(train_seconds, 1), "eval_seconds": round(time.time() - started, 1),
+                                  "images_per_second": round(solver_param.max_iter * solver.images_per_iter
+                                                             / train_seconds, 1)})
     return job.finish({"accuracy": 100.0 * accuracy, "eval_split": data.eval_split,
-                       "iterations": solver_param.max_iter, "train_seconds": round(train_seconds, 1),
-                       "eval_seconds": round(time.time() - started, 1),
-                       "images_per_second": round(solver_param.max_iter * solver.images_per_iter / train_seconds, 1),
-                       "weights": weights.name})
+                       "iterations": solver_param.max_iter, "weights": weights.name})
 
 
 def evaluate(net_param: pb.NetParameter, weights: Path, root: Path, device: str = "cpu") -> float:

@@ -27,3 +27,21 @@ def run_layer(layer_text: str, *arrays, phase: int = pb.TEST) -> tuple[Net, dict
         out = net({f"b{i}": torch.from_numpy(np.asarray(a, np.float32)) for i, a in enumerate(arrays)},
                   outputs=list(lp.top))
     return net, {k: v.numpy() for k, v in out.items()}
+
+
+def gradcheck_layer(text: str, shapes: list[tuple[int, ...]]) -> bool:
+    """torch.autograd.gradcheck of one layer (float64, TRAIN) w.r.t. its inputs and its parameters."""
+    bottoms = " ".join(f'bottom: "b{i}"' for i in range(len(shapes)))
+    net = one_layer_net(f'name: "l" {text} {bottoms} top: "y"', *shapes, phase=pb.TRAIN, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+    names = [name for name, _ in net.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for _, p in net.named_parameters()]
+
+    def forward(*tensors):
+        xs, ps = tensors[:len(inputs)], tensors[len(inputs):]
+        feed = {f"b{i}": x for i, x in enumerate(xs)}
+        return torch.func.functional_call(net, dict(zip(names, ps)), (feed,), {"outputs": ["y"]})["y"]
+
+    return torch.autograd.gradcheck(forward, inputs + params, eps=1e-6, atol=1e-5)
+

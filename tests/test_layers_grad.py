@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from convert import caffe_pb2 as pb
-from layer_helpers import one_layer_net
+from layer_helpers import gradcheck_layer
 
 CASES = {
     "max_pool_pad_shrink": ('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 pad: 1 }', [(1, 2, 5, 5)]),
@@ -34,17 +33,4 @@ def one_thread():
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_gradcheck(case):
-    text, shapes = CASES[case]
-    bottoms = " ".join(f'bottom: "b{i}"' for i in range(len(shapes)))
-    net = one_layer_net(f'name: "l" {text} {bottoms} top: "y"', *shapes, phase=pb.TRAIN, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
-    names = [name for name, _ in net.named_parameters()]
-    params = [p.detach().clone().requires_grad_(True) for _, p in net.named_parameters()]
-
-    def forward(*tensors):
-        xs, ps = tensors[:len(inputs)], tensors[len(inputs):]
-        feed = {f"b{i}": x for i, x in enumerate(xs)}
-        return torch.func.functional_call(net, dict(zip(names, ps)), (feed,), {"outputs": ["y"]})["y"]
-
-    assert torch.autograd.gradcheck(forward, inputs + params, eps=1e-6, atol=1e-5)
+    assert gradcheck_layer(*CASES[case])

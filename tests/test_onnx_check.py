@@ -65,7 +65,23 @@ def test_report_flags_blobs_beyond_tolerance_and_uses_opencv():
     assert report.runner == "onnxruntime CPUExecutionProvider"
     assert report.failed == ["fc8"] and not report.ok
     rows = {r.blob: r for r in report.rows}
-    assert rows["pool5"].diffs["opencv"][1] <= 1e-5 and rows["fc8"].diffs["pytorch"][1] <= 1e-5
-    assert rows["fc8"].diffs["reference"][1] > 1e-5
+    assert rows["pool5"].diffs["opencv_vs_f64"][1] <= rows["pool5"].bound
+    assert rows["fc8"].diffs["float64"][1] <= rows["fc8"].bound
+    assert rows["fc8"].diffs["reference_vs_f64"][1] > rows["fc8"].bound
     table = report.table()
     assert "CPUExecutionProvider" in table and "FAIL" in table.splitlines()[-1] and "fc8" in table.splitlines()[-1]
+    fixed = check_onnx(model, net, {"data": ref["data"]}, opencv=(deploy, weights), reference=bad, tolerance=1e-5)
+    fixed_rows = {r.blob: r for r in fixed.rows}
+    assert fixed.failed == ["fc8"] and fixed_rows["pool5"].diffs["opencv"][1] <= 1e-5
+    assert fixed_rows["fc8"].diffs["pytorch"][1] <= 1e-5 and fixed_rows["fc8"].diffs["reference"][1] > 1e-5
+
+
+def test_float64_rule_tells_summation_order_from_wrong_semantics():
+    """A deep-net-sized float32 error passes when ours is as large; a semantic error of the same size fails."""
+    from convert.onnx_check import FACTOR, FLOOR, Row
+    noisy = Row("b", (1,), {"float64": (0, 3e-5), "ours_f32_vs_f64": (0, 2e-5)}, None, ("float64",))
+    assert noisy.ok and noisy.bound == FACTOR * 2e-5
+    wrong = Row("b", (1,), {"float64": (0, 3e-5), "ours_f32_vs_f64": (0, 1e-8)}, None, ("float64",))
+    assert not wrong.ok and wrong.bound == FACTOR * FLOOR
+    fixed = Row("b", (1,), {"pytorch": (0, 3e-5)}, 1e-5)
+    assert not fixed.ok and fixed.bound == 1e-5

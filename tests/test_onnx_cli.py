@@ -123,4 +123,4 @@ def test_full_caffenet_cli_converts_and_checks(tmp_path, capsys):
                                 "--out", tmp_path / f"{route}.onnx", "--check")
         assert code == 0, err
         assert [ln.split()[0] for ln in stdout.splitlines() if ln.endswith(" ok")] == ["pool5", "fc7", "prob"]
-        assert "vs opencv" in stdout and "n/a: " not in stdout  # OpenCV loads and runs CaffeNet
+        assert "opencv vs float64" in stdout and "n/a: " not in stdout  # OpenCV loads and runs CaffeNet

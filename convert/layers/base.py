@@ -11,6 +11,7 @@ from torch import nn
 
 from convert import caffe_pb2 as pb
 from convert.errors import UserError
+from convert.memory import Budget
 
 Shape = tuple[int, ...]
 
@@ -28,6 +29,7 @@ class NetContext:
     seed: int = 0                        # seeds fillers and data-layer randomness (crop, mirror)
     dropout: str = DROPOUT_CAFFE         # test-time dropout convention
     generator: torch.Generator | None = None  # filler RNG, created by the net from seed
+    budget: Budget = field(default_factory=Budget)  # the net's blob memory, charged before allocating
 
     @property
     def train(self) -> bool:
@@ -60,7 +62,15 @@ class CaffeLayer(nn.Module):
     def add_blob(self, name: str, shape: Shape, filler: pb.FillerParameter | None, learnable: bool = True) -> None:
         """Create a Caffe blob as a Parameter (or buffer) filled by a Caffe filler."""
         from convert.layers.fillers import fill
-        tensor = fill(filler if filler is not None else pb.FillerParameter(), shape, self.ctx.generator)
+        shape = tuple(int(d) for d in shape)
+        if any(d < 1 for d in shape):
+            raise UserError(f"layer {self.param.name!r}: its {name} blob would have shape {shape}; every dimension "
+                            "must be at least 1")
+        self.ctx.budget.charge(self.param.name, f"the {name} blob", shape)
+        try:
+            tensor = fill(filler if filler is not None else pb.FillerParameter(), shape, self.ctx.generator)
+        except UserError as e:
+            raise UserError(f"layer {self.param.name!r}: {name} filler: {e}") from None
         if learnable:
             self.register_parameter(name, nn.Parameter(tensor))
         else:

@@ -29,6 +29,8 @@ class InnerProduct(CaffeLayer):
         shape = bottom_shapes[0]
         self.axis = canonical_axis(ip.axis, len(shape), param.name)
         k, n = math.prod(shape[self.axis:]), ip.num_output
+        if n < 1:
+            raise UserError(f"layer {param.name!r}: num_output must be at least 1, got {n}")
         self.transpose = ip.transpose
         self.add_blob("weight", (k, n) if self.transpose else (n, k), ip.weight_filler)
         if ip.bias_term:
@@ -80,6 +82,9 @@ class Flatten(CaffeLayer):
         fp = param.flatten_param
         self.start = canonical_axis(fp.axis, len(shape), param.name)
         self.end = canonical_axis(fp.end_axis, len(shape), param.name)
+        if self.end < self.start:
+            raise UserError(f"layer {param.name!r}: end_axis {fp.end_axis} comes before axis {fp.axis} "
+                            f"in a {len(shape)}-D blob")
         self.top_shapes = [tuple(shape[:self.start]) + (math.prod(shape[self.start:self.end + 1]),)
                            + tuple(shape[self.end + 1:])]
 

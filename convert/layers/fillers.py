@@ -32,8 +32,12 @@ def fill(filler: pb.FillerParameter, shape: Sequence[int], generator: torch.Gene
     if kind == "constant":
         return out.fill_(filler.value)
     if kind == "uniform":
+        if not -math.inf < filler.min <= filler.max < math.inf:
+            raise UserError(f"uniform filler needs finite min <= max, got min {filler.min} max {filler.max}")
         return out.uniform_(filler.min, filler.max, generator=generator)
     if kind == "gaussian":
+        if not (filler.std >= 0 and math.isfinite(filler.std) and math.isfinite(filler.mean)):
+            raise UserError(f"gaussian filler needs a finite mean and std >= 0, got mean {filler.mean} std {filler.std}")
         out.normal_(filler.mean, filler.std, generator=generator)
         if filler.sparse >= 0:  # keep each weight with probability sparse / shape[0], as Caffe does
             keep = torch.rand(shape, generator=generator) < filler.sparse / shape[0]

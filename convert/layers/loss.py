@@ -8,11 +8,21 @@ import torch
 import torch.nn.functional as F
 
 from convert import caffe_pb2 as pb
+from convert.errors import UserError
 from convert.layers.base import CaffeLayer, NetContext
 from convert.layers.common import canonical_axis
 from convert.registry import register
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
+
+
+def _check_labels(param: pb.LayerParameter, axis: int, bottom_shapes) -> None:
+    """One label per (outer, inner) position of the scores, as Caffe's loss and accuracy layers check."""
+    scores, labels = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+    positions = math.prod(scores[:axis]) * math.prod(scores[axis + 1:])
+    if math.prod(labels) != positions:
+        raise UserError(f"layer {param.name!r}: {math.prod(labels)} labels {labels} for {positions} score positions "
+                        f"{scores} (axis {axis}); they must match")
 
 
 def _normalizer(lp: pb.LossParameter, outer: int, inner: int, valid: torch.Tensor) -> torch.Tensor | float:
@@ -40,6 +50,7 @@ class SoftmaxWithLoss(CaffeLayer):
     def __init__(self, param, bottom_shapes, ctx: NetContext):
         super().__init__(param, bottom_shapes, ctx)
         self.axis = canonical_axis(param.softmax_param.axis, len(bottom_shapes[0]), param.name)
+        _check_labels(param, self.axis, bottom_shapes)
         self.top_shapes = [()] + [tuple(bottom_shapes[0])] * (len(param.top) - 1)
 
     def forward(self, scores, labels):
@@ -66,6 +77,9 @@ class EuclideanLoss(CaffeLayer):
 
     def __init__(self, param, bottom_shapes, ctx):
         super().__init__(param, bottom_shapes, ctx)
+        if math.prod(bottom_shapes[0]) != math.prod(bottom_shapes[1]):
+            raise UserError(f"layer {param.name!r}: bottoms {tuple(bottom_shapes[0])} and {tuple(bottom_shapes[1])} "
+                            "differ in count")
         self.top_shapes = [()]
 
     def forward(self, a, b):
@@ -82,6 +96,7 @@ class Accuracy(CaffeLayer):
     def __init__(self, param, bottom_shapes, ctx):
         super().__init__(param, bottom_shapes, ctx)
         self.axis = canonical_axis(param.accuracy_param.axis, len(bottom_shapes[0]), param.name)
+        _check_labels(param, self.axis, bottom_shapes)
         self.top_shapes = [()] + [(bottom_shapes[0][self.axis],)] * (len(param.top) - 1)
 
     def forward(self, scores, labels):

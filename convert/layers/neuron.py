@@ -37,6 +37,8 @@ class PReLU(Neuron):
         super().__init__(param, bottom_shapes, ctx)
         pp = param.prelu_param
         filler = pp.filler if pp.HasField("filler") else pb.FillerParameter(type="constant", value=0.25)
+        if not pp.channel_shared and len(bottom_shapes[0]) < 2:
+            raise UserError(f"layer {param.name!r}: PReLU needs an (N, C, ...) bottom, got {tuple(bottom_shapes[0])}")
         channels = 1 if pp.channel_shared else bottom_shapes[0][1]
         self.add_blob("slope", (channels,), filler)
 
@@ -95,9 +97,20 @@ def _base_log(base: float) -> float:
     return 1.0 if base == -1 else math.log(base)
 
 
+def _layer_base_log(layer: str, base: float) -> None:
+    try:
+        _base_log(base)
+    except UserError as e:
+        raise UserError(f"layer {layer!r}: {e}") from None
+
+
 @register("Exp")
 class Exp(Neuron):
     """y = base ^ (shift + scale * x), base -1 meaning e."""
+
+    def __init__(self, param, bottom_shapes, ctx):
+        super().__init__(param, bottom_shapes, ctx)
+        _layer_base_log(param.name, param.exp_param.base)   # a bad base fails at construction
 
     def forward(self, x):
         p = self.param.exp_param
@@ -107,6 +120,10 @@ class Exp(Neuron):
 @register("Log")
 class Log(Neuron):
     """y = log_base(shift + scale * x), base -1 meaning e."""
+
+    def __init__(self, param, bottom_shapes, ctx):
+        super().__init__(param, bottom_shapes, ctx)
+        _layer_base_log(param.name, param.log_param.base)
 
     def forward(self, x):
         p = self.param.log_param
@@ -118,12 +135,19 @@ class Dropout(Neuron):
     """Caffe's inverted dropout: keep with probability 1-p and scale by 1/(1-p) at TRAIN; identity at TEST.
 
     With the paper's convention (NetContext.dropout == "paper", footnote 2) there is no scaling at
-    TRAIN and activations are multiplied by 1-p (halved for p = 0.5) at TEST.
+    TRAIN and activations are multiplied by 1-p (halved for p = 0.5) at TEST. py-faster-rcnn's
+    dropout_param.scale_train: false asks for that convention for this layer.
     """
+
+    def __init__(self, param, bottom_shapes, ctx):
+        super().__init__(param, bottom_shapes, ctx)
+        if not 0 <= param.dropout_param.dropout_ratio < 1:
+            raise UserError(f"layer {param.name!r}: dropout_ratio must be in [0, 1), got "
+                            f"{param.dropout_param.dropout_ratio}")
 
     def forward(self, x):
         ratio = self.param.dropout_param.dropout_ratio
-        paper = self.ctx.dropout == DROPOUT_PAPER
+        paper = self.ctx.dropout == DROPOUT_PAPER or not self.param.dropout_param.scale_train
         if not self.ctx.train:
             return x * (1.0 - ratio) if paper else x
         keep = (torch.rand(x.shape, device=x.device) >= ratio).to(x.dtype)

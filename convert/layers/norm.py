@@ -32,6 +32,8 @@ class BatchNorm(CaffeLayer):
     def __init__(self, param: pb.LayerParameter, bottom_shapes, ctx: NetContext):
         super().__init__(param, bottom_shapes, ctx)
         bp, shape = param.batch_norm_param, tuple(bottom_shapes[0])
+        if not shape:
+            raise UserError(f"layer {param.name!r}: BatchNorm needs a bottom with at least one axis")
         self.use_global_stats = bp.use_global_stats if bp.HasField("use_global_stats") else not ctx.train
         self.moving_average_fraction, self.eps = bp.moving_average_fraction, bp.eps
         channels = shape[1] if len(shape) > 1 else 1
@@ -148,6 +150,8 @@ class MVN(CaffeLayer):
 
     def __init__(self, param: pb.LayerParameter, bottom_shapes, ctx: NetContext):
         super().__init__(param, bottom_shapes, ctx)
+        if len(bottom_shapes[0]) < 2:
+            raise UserError(f"layer {param.name!r}: MVN needs an (N, C, ...) bottom, got {tuple(bottom_shapes[0])}")
         self.top_shapes = [tuple(bottom_shapes[0])]
 
     def forward(self, x):

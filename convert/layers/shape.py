@@ -66,6 +66,8 @@ def _legacy_axis(msg, legacy_field: str, axis: int, ndim: int, layer: str) -> in
 class Concat(CaffeLayer):
     """Bottoms joined along axis (legacy concat_dim); all other dimensions must agree."""
 
+    min_bottoms = 1
+
     def __init__(self, param: pb.LayerParameter, bottom_shapes, ctx: NetContext):
         super().__init__(param, bottom_shapes, ctx)
         shape, name = tuple(bottom_shapes[0]), param.name
@@ -90,6 +92,8 @@ class Slice(CaffeLayer):
         sp, shape, name, tops = param.slice_param, tuple(bottom_shapes[0]), param.name, len(param.top)
         self.axis = _legacy_axis(sp, "slice_dim", sp.axis, len(shape), name)
         dim = shape[self.axis]
+        if tops < 1:
+            raise UserError(f"layer {name!r}: a Slice needs at least one top")
         if sp.slice_point:
             points = [0] + list(sp.slice_point) + [dim]
             if len(sp.slice_point) != tops - 1 or any(b <= a for a, b in zip(points, points[1:])):

@@ -12,6 +12,9 @@ from convert.layers.base import CaffeLayer, NetContext, Shape
 from convert.registry import register
 
 
+FLT_MAX = float(torch.finfo(torch.float32).max)
+
+
 def _pair(repeated, single_h: int | None, single_w: int | None, default: int, what: str, layer: str) -> tuple[int, int]:
     """Caffe's 2-D size rule: explicit *_h/*_w, else one value for both, else one per axis, else default."""
     if single_h is not None or single_w is not None:
@@ -61,9 +64,16 @@ class _ConvBase(CaffeLayer):
         n, c, h, w = bottom_shapes[0]
         self.kernel, self.stride = geometry["kernel"], geometry["stride"]
         self.pad, self.dilation = geometry["pad"], geometry["dilation"]
-        if min(self.kernel) <= 0 or min(self.stride) <= 0:
-            raise UserError(f"layer {name!r}: kernel and stride must be positive")
+        if min(self.kernel) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
+            raise UserError(f"layer {name!r}: kernel {self.kernel}, stride {self.stride} and dilation "
+                            f"{self.dilation} must be positive")
         self.group, num_output = cp.group, cp.num_output
+        if self.group < 1 or num_output < 1:
+            raise UserError(f"layer {name!r}: num_output {num_output} and group {self.group} must be at least 1")
+        out = tuple(self.output_size(s, i) for i, s in enumerate((h, w)))
+        if min(out) < 1:
+            raise UserError(f"layer {name!r}: output would be {out[0]}x{out[1]} for a {h}x{w} input with kernel "
+                            f"{self.kernel}, stride {self.stride}, pad {self.pad}, dilation {self.dilation}")
         if c % self.group or num_output % self.group:
             raise UserError(f"layer {name!r}: channels {c} and num_output {num_output} must divide by group {self.group}")
         if self.transposed:  # Caffe stores the deconvolution weight as (C_in, num_output/group, kh, kw)
@@ -106,6 +116,8 @@ class Pooling(CaffeLayer):
     Output size: ceil((H + 2p - k) / s) + 1 (floor with round_mode FLOOR), minus one when padding
     would make the last window start at or beyond H + p. MAX ignores padding. AVE divides by the
     window's extent clipped to [-p, H + p): padding counts, the ceil overhang beyond it does not.
+    A second top of MAX pooling is Caffe's mask: the winner's index h * W + w in its plane (the first
+    maximum in scan order), as floats. The forks' bool ceil_mode is read as round_mode (protoio).
     """
 
     def __init__(self, param: pb.LayerParameter, bottom_shapes, ctx: NetContext):
@@ -129,10 +141,20 @@ class Pooling(CaffeLayer):
                            else (pp.stride, pp.stride))
             if min(self.kernel) <= 0:
                 raise UserError(f"layer {name!r}: pooling needs kernel_size (or kernel_h and kernel_w)")
+            if min(self.stride) <= 0:
+                raise UserError(f"layer {name!r}: pooling stride {self.stride} must be positive")
             if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
                 raise UserError(f"layer {name!r}: pad must be smaller than the kernel")
         self.ceil = pp.round_mode == pb.PoolingParameter.CEIL
         self.top_shapes = [(n, c, self.output_size(h, 0), self.output_size(w, 1))]
+        if min(self.top_shapes[0][2:]) < 1:
+            raise UserError(f"layer {name!r}: output would be {self.top_shapes[0][2]}x{self.top_shapes[0][3]} for a "
+                            f"{h}x{w} input with kernel {self.kernel}, stride {self.stride}, pad {self.pad}")
+        self.with_mask = len(param.top) == 2 and self.method == pb.PoolingParameter.MAX
+        if self.with_mask:
+            if 2 * self.pad[0] > self.kernel[0] or 2 * self.pad[1] > self.kernel[1] or self._empty_last_window(h, w):
+                raise UserError(f"layer {name!r}: a mask top needs pad <= kernel / 2 and no empty last window")
+            self.top_shapes.append(self.top_shapes[0])
 
     def output_size(self, size: int, axis: int) -> int:
         if self.global_pooling:
@@ -147,13 +169,22 @@ class Pooling(CaffeLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         kernel = (h, w) if self.global_pooling else self.kernel  # global: the bottom's current size
-        if 2 * self.pad[0] <= kernel[0] and 2 * self.pad[1] <= kernel[1]:
+        if 2 * self.pad[0] <= kernel[0] and 2 * self.pad[1] <= kernel[1] and not self._empty_last_window(h, w):
             # PyTorch's pooling has Caffe's geometry (ceil, last-window rule, AVE divisor counting the
             # padding up to H + p) but accepts pad only up to k/2; this is the fast path.
+            if self.with_mask:  # PyTorch's indices are Caffe's mask: h * W + w of the first maximum
+                out, index = F.max_pool2d(x, kernel, self.stride, self.pad, ceil_mode=self.ceil, return_indices=True)
+                return out, index.to(x.dtype)
             if self.method == pb.PoolingParameter.MAX:
                 return F.max_pool2d(x, kernel, self.stride, self.pad, ceil_mode=self.ceil)
             return F.avg_pool2d(x, kernel, self.stride, self.pad, ceil_mode=self.ceil, count_include_pad=True)
         return self._padded_forward(x, kernel)
+
+    def _empty_last_window(self, h: int, w: int) -> bool:
+        """Ceil rounding without padding can add a window starting past the image: Caffe keeps it (MAX gives
+        -FLT_MAX there, AVE 0/0), PyTorch drops it, so such a geometry takes the explicit path."""
+        return self.ceil and not self.global_pooling and any(
+            self.pad[i] == 0 and (self.output_size(n, i) - 1) * self.stride[i] >= n for i, n in enumerate((h, w)))
 
     def _padded_forward(self, x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
         """Any pad < k: pad explicitly so every window lies inside, then pool without padding."""
@@ -163,7 +194,8 @@ class Pooling(CaffeLayer):
         extra_w = (out_w - 1) * self.stride[1] + kernel[1] - w - self.pad[1]
         pads = (self.pad[1], max(extra_w, 0), self.pad[0], max(extra_h, 0))
         if self.method == pb.PoolingParameter.MAX:
-            out = F.max_pool2d(F.pad(x, pads, value=float("-inf")), kernel, self.stride)
+            # Caffe starts every max at -FLT_MAX: a window of padding alone gives that, not -inf.
+            out = F.max_pool2d(F.pad(x, pads, value=-FLT_MAX), kernel, self.stride)
         else:
             total = F.avg_pool2d(F.pad(x, pads, value=0.0), kernel, self.stride, divisor_override=1)
             out = total / self._ave_divisor(h, w, kernel, out_h, out_w).to(x)

@@ -4,8 +4,11 @@ model to ONNX (direct or through torch.onnx) or to a PyTorch artifact, checked b
 A train_val net is converted in its deploy form (TEST phase, Input instead of Data; the data
 blob's shape from --input-shape or from the Data layer's first batch). With --check the converted
 model runs (ONNX Runtime, CUDA provider when available) on the --reference fixture's inputs, or on
-N(0, 1) inputs drawn with --seed, and every output blob is compared with our PyTorch net, OpenCV's
-Caffe importer and the reference; above --tolerance (relative) the command fails with exit code 2.
+N(0, 1) inputs drawn with --seed, and every output blob is compared with our PyTorch net run in float64
+(the exact reference), our float32 run, OpenCV's Caffe importer and the reference. A blob passes when the
+converted model (and OpenCV, and the reference) is no further from float64 than 4x our float32 run is
+(floor 1e-6 relative; convert.onnx_check); --tolerance T uses a fixed relative bound T instead. A failed
+check exits with code 2 and writes nothing.
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true", help="run the converted model and compare every output blob")
     p.add_argument("--reference", type=Path, help="a .npz of blobs (e.g. from Caffe's extract_features) to "
                    "compare with; its input blobs are the check's inputs")
-    p.add_argument("--tolerance", type=float, default=1e-5, help="max relative difference (default 1e-5)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="fixed max relative difference (e.g. 1e-5) instead of the default float64 rule")
     p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs (without --reference)")
     p.set_defaults(func=run)
 
@@ -65,6 +69,19 @@ def _data_layer_shapes(net_param, prototxt: Path, missing: list[str]) -> dict[st
     return {b: net.blob_shapes[b] for b in missing}
 
 
+def _read_reference(path: Path) -> dict[str, np.ndarray]:
+    """The --reference .npz's blobs (UserError naming it when it is no readable .npz)."""
+    import zipfile
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("it is a single array, not an .npz of named blobs")
+        with npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path}: cannot read a .npz of blobs ({e})") from None
+
+
 def _preprocessing(net_param, prototxt: Path) -> dict:
     """The data layer's transform, with the mean image loaded when there is a mean file."""
     from convert.deploy import preprocessing
@@ -83,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
     from convert.net import Net
 
     net_param = protoio.read_net(args.prototxt)
-    weights = protoio.read_caffemodel(args.caffemodel)
+    # A fork's prototxt with ceil_mode means its caffemodel stores PoolingParameter field 13 as that bool.
+    field13 = "ceil_mode" if protoio.prototxt_uses_ceil_mode(args.prototxt) else "round_mode"
+    weights = protoio.read_caffemodel(args.caffemodel, pooling_field13=field13)
     shapes = parse_shapes(args.input_shape)
-    reference = dict(np.load(args.reference)) if args.reference else None
+    reference = _read_reference(args.reference) if args.reference else None
     test_net = test_phase(net_param)
     missing = [b for b in data_blobs(test_net) if b not in shapes and b not in input_shapes_of(test_net)]
     if missing and reference is not None and all(b in reference for b in missing):
@@ -94,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         shapes.update(_data_layer_shapes(net_param, args.prototxt, missing))
     deploy = deploy_net(net_param, shapes)
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
+    if outputs:  # keep only what they need, so a net converts up to a layer that cannot run (Python)
+        from convert.deploy import prune_to_outputs
+        deploy = prune_to_outputs(deploy, outputs)
     prep = _preprocessing(net_param, args.prototxt)
     config = {"prototxt": str(args.prototxt), "caffemodel": str(args.caffemodel), "to": args.to,
               "route": args.route, "outputs": outputs, "fold_bn": args.fold_bn,
@@ -199,8 +221,9 @@ def _report(args, report, note: str) -> None:
     report.notes.insert(0, note)
     print(report.table())
     if not report.ok:
-        raise UserError(f"check failed: {len(report.failed)} blob(s) differ by more than {args.tolerance:g} "
-                        f"(relative): {', '.join(report.failed)}; nothing written")
+        bound = f"{args.tolerance:g} (relative)" if args.tolerance is not None else "the float64 rule's bound"
+        raise UserError(f"check failed: {len(report.failed)} blob(s) differ by more than {bound}: "
+                        f"{', '.join(report.failed)}; nothing written")
 
 
 def _as_model(net_param, weights: dict[str, list[np.ndarray]]):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from convert import caffe_pb2 as pb
 from convert import protoio
-from convert.errors import UserError
+from convert.errors import UserError, about
 from convert.net import Net, numpy_blobs, with_inputs
 from convert.summary import format_table, summarize
 from replicate import options
@@ -63,11 +64,17 @@ def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
         blob, sep, path = spec.partition("=")
         if not sep or not blob or not path:
             raise UserError(f"--input {spec!r}: expected BLOB=FILE.npy")
-        try:
-            inputs[blob] = np.load(path, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: cannot read a .npy array ({e})") from None
+        inputs[blob] = read_npy(path)
     return inputs
+
+
+def read_npy(path: str) -> np.ndarray:
+    """A .npy file as float32; mapped first, so a header promising more than the file holds allocates nothing."""
+    try:
+        return np.array(np.load(path, mmap_mode="r", allow_pickle=False), dtype=np.float32)
+    # numpy parses the header as a Python literal: a damaged one raises any of these
+    except (OSError, ValueError, TypeError, SyntaxError, OverflowError, tokenize.TokenError) as e:
+        raise UserError(f"{path}: cannot read a .npy array ({e})") from None
 
 
 def run_forward(args: argparse.Namespace) -> int:
@@ -77,17 +84,19 @@ def run_forward(args: argparse.Namespace) -> int:
     inputs = _read_inputs(args.input)
     if inputs and args.batches != 1:
         raise UserError("--batches is for nets that read their own data; with --input give one batch")
-    net_param = protoio.read_net(args.prototxt)
-    if inputs:
-        net_param = with_inputs(net_param, {k: v.shape for k, v in inputs.items()})
-    torch.manual_seed(args.seed)  # dropout masks at TRAIN
-    net = Net(net_param, PHASES[args.phase], seed=args.seed, dropout=args.dropout)
-    net.load_weights(args.weights)
-    wanted = "all" if args.blobs == "all" else [b for b in args.blobs.split(",") if b]
-    passes = []
-    with torch.no_grad():
-        for _ in tqdm(range(args.batches), desc="forward", unit="batch", disable=args.batches == 1):
-            passes.append(numpy_blobs(net({k: torch.from_numpy(v) for k, v in inputs.items()}, outputs=wanted)))
+    # Errors name the prototxt, and the inputs when they gave the shapes.
+    with about(args.prototxt + (f" with --input {', '.join(args.input)}" if inputs else "")):
+        net_param = protoio.read_net(args.prototxt)
+        if inputs:
+            net_param = with_inputs(net_param, {k: v.shape for k, v in inputs.items()})
+        torch.manual_seed(args.seed)  # dropout masks at TRAIN
+        net = Net(net_param, PHASES[args.phase], seed=args.seed, dropout=args.dropout)
+        net.load_weights(args.weights)
+        wanted = "all" if args.blobs == "all" else [b for b in args.blobs.split(",") if b]
+        passes = []
+        with torch.no_grad():
+            for _ in tqdm(range(args.batches), desc="forward", unit="batch", disable=args.batches == 1):
+                passes.append(numpy_blobs(net({k: torch.from_numpy(v) for k, v in inputs.items()}, outputs=wanted)))
     # As extract_features: passes joined along axis 0; scalars (loss, accuracy) become one value per pass.
     blobs = passes[0] if len(passes) == 1 else {
         name: np.concatenate([p[name] for p in passes]) if passes[0][name].ndim else np.stack([p[name] for p in passes])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from convert import caffe_pb2 as pb
 from convert import protoio
+from convert.errors import UserError, about
 from convert.net import Net
 from replicate.solver import evaluate
 from replicate import options
@@ -30,13 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print `name = mean` per output (and the weighted loss) and the configuration used."""
     import lmdb_tools  # noqa: F401  (registers the Data layer)
-    net = Net(protoio.read_net(args.model), pb.Phase.Value(args.phase), root=Path.cwd(), seed=args.seed,
-              dropout=args.dropout)
-    for path in args.weights.split(","):
-        net.load_weights(path)
-    print(f"testing {net.name!r}: {args.model} with {args.weights}, {args.iterations} iterations, phase "
-          f"{args.phase}, dropout {args.dropout}, seed {args.seed}")
-    for name, mean in evaluate(net, args.iterations, progress=True).items():
+    if args.iterations < 1:
+        raise UserError(f"--iterations must be at least 1, got {args.iterations}")
+    with about(args.model):
+        net = Net(protoio.read_net(args.model), pb.Phase.Value(args.phase), root=Path.cwd(), seed=args.seed,
+                  dropout=args.dropout)
+        for path in args.weights.split(","):
+            net.load_weights(path)
+        print(f"testing {net.name!r}: {args.model} with {args.weights}, {args.iterations} iterations, phase "
+              f"{args.phase}, dropout {args.dropout}, seed {args.seed}")
+        scores = evaluate(net, args.iterations, progress=True)
+    for name, mean in scores.items():
         weight = net.loss_weights.get(name, 0.0)
         weighted = f" (* {weight:g} = {weight * mean:.6g} loss)" if weight and isinstance(mean, float) else ""
         print(f"{name} = {mean}{weighted}")

@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from convert.errors import UserError
+from convert.errors import UserError, about
 from replicate.solver import RESUME_DATA, Solver
 from replicate import options
 
@@ -36,6 +36,13 @@ def run(args: argparse.Namespace) -> int:
     """Train to max_iter; print the TEST outputs and the snapshots written."""
     if args.weights and args.snapshot:
         raise UserError("give --snapshot to resume training or --weights to finetune, not both")
+    # Errors of the nets, data and schedule name the solver (and the snapshot or weights it started from).
+    start = [f for f in (args.snapshot, args.weights) if f]
+    with about(f"{args.solver}" + (f" (from {', '.join(start)})" if start else ""), also=(args.solver, *start)):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     solver = Solver(args.solver, root=Path.cwd(), weights=args.weights, seed=args.seed, dropout=args.dropout,
                     device=options.checked(args, "device"), progress=True)
     if args.snapshot:

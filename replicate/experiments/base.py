@@ -122,13 +122,22 @@ def train_missing(ctx: Context, needed: Inputs) -> None:
 
 
 def rebuild(ctx: Context) -> None:
-    """--rebuild NAME: remove the stored training (or data) jobs of that net id / data set at this scale."""
-    datasets = [d for d in ctx.options.datasets if d in TRAINABLE]
-    kinds = ["data"] + [f"train-{ctx.scale.name}-{d}" for d in datasets]
+    """--rebuild NAME: remove the stored jobs of that name at this scale so they are recomputed.
+
+    NAME is a net id (its training job and every measurement named after it), a data set
+    (`<dataset>-<scale>`) or any stored job's name an error message gave (e.g. a distance pair).
+    """
+    if not ctx.options.rebuild:
+        return
+    suffixes = tuple(f"-{ctx.scale.name}-{d}" for d in ctx.options.datasets)
+    kinds = ["data"] + sorted(p.name for p in ctx.store.root.glob("*") if p.is_dir() and p.name.endswith(suffixes))
+    nets = [n.id for n in zoo.nets(ctx.options.datasets[0])] if ctx.options.datasets[0] in TRAINABLE else []
     for name in ctx.options.rebuild:
-        valid = [n.id for n in zoo.nets(datasets[0])] + [f"{d}-{ctx.scale.name}" for d in datasets]
-        if name not in valid:
-            raise UserError(f"--rebuild {name!r}: no such network or data set; valid names: {', '.join(valid)}")
+        stored = any(True for kind in kinds for _ in ctx.store.entries(kind, name))
+        if name not in nets and name not in {f"{d}-{ctx.scale.name}" for d in ctx.options.datasets} and not stored:
+            valid = [*nets, *(f"{d}-{ctx.scale.name}" for d in ctx.options.datasets)]
+            raise UserError(f"--rebuild {name!r}: no such network or data set; valid names: {', '.join(valid)} "
+                            f"(or a stored job's name, as an error message gives it)")
         print(f"rebuild {name}: removed {ctx.store.rebuild(name, kinds)} stored job(s)")
 
 

@@ -54,12 +54,15 @@ def draw(panels: list[Panel], columns: int, suptitle: str, footer: str, out_stem
     fig.suptitle(suptitle, fontsize=11)
     fig.text(0.01, 0.005, footer, fontsize=6, va="bottom")
     fig.tight_layout(rect=(0, 0.02, 1, 0.97))
-    written = []
-    for suffix in (".png", ".pdf"):
+    return save(fig, out_stem)
+
+
+def save(fig: plt.Figure, stem: Path) -> list[Path]:
+    """stem.png and stem.pdf, each written atomically (nothing cut off at the edges); closes the figure."""
+    paths = [stem.with_suffix(suffix) for suffix in (".png", ".pdf")]
+    for path in paths:
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=suffix[1:], dpi=110)
-        path = out_stem.with_suffix(suffix)
+        fig.savefig(buffer, format=path.suffix[1:], dpi=110, bbox_inches="tight")
         atomic_write(path, buffer.getvalue())
-        written.append(path)
     plt.close(fig)
-    return written
+    return paths
