@@ -4,7 +4,9 @@ Layout: ROOT/<kind>/<name>-<key>/ holds config.json (written first), whatever th
 result.json (written last, atomically): a job is done exactly when result.json exists. A job killed
 at any moment leaves no result.json and is simply run again; a finished job is never recomputed.
 The key is a hash of the canonical JSON of the configuration, which includes a fingerprint of the
-code that changes numbers (see replicate.config.code_fingerprint), so changed code means new jobs.
+code that changes numbers (see replicate.config.code_fingerprint), so changed code means new jobs,
+and writes the store's own path as $STORE (Store.portable): a copied or moved store still reads as
+done, and two stores that computed the same things hold byte-identical config.json and result.json.
 Runs sharing a store claim a job with an exclusive flock on its job.lock (Job.begin): a second run
 waits for the job a live run holds instead of clearing its directory, and then uses its result.
 """
@@ -25,6 +27,7 @@ from convert.protoio import atomic_write
 RESULT = "result.json"
 CONFIG = "config.json"
 RUNNING = "running.pid"
+STORE_PLACEHOLDER = "$STORE"   # the store's own path in keyed and recorded configurations
 LOCK = "job.lock"
 
 
@@ -49,7 +52,12 @@ class Job:
 
     @property
     def dir(self) -> Path:
-        return self.store.root / self.kind / f"{self.name}-{config_key(self.config)}"
+        return self.store.root / self.kind / f"{self.name}-{config_key(self.portable_config)}"
+
+    @property
+    def portable_config(self) -> dict:
+        """The configuration with the store's own path written as $STORE: what the key hashes and the files record."""
+        return self.store.portable(self.config)
 
     @property
     def done(self) -> bool:
@@ -81,7 +89,7 @@ class Job:
             for entry in self.dir.iterdir():   # a partial run: everything in it is recomputed
                 if entry.name != LOCK:
                     shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            write_json(self.dir / CONFIG, self.config)
+            write_json(self.dir / CONFIG, self.portable_config)
             atomic_write(self.dir / RUNNING, str(os.getpid()).encode())
         except OSError as e:
             raise UserError(f"{self.dir}: cannot start the {self.kind} job {self.name!r} ({e.strerror or e})") from None
@@ -89,7 +97,7 @@ class Job:
 
     def finish(self, result: dict) -> dict:
         """Record the result (the done marker) atomically, end the claim and return the result."""
-        write_json(self.dir / RESULT, {"job": {"kind": self.kind, "name": self.name}, "config": self.config,
+        write_json(self.dir / RESULT, {"job": {"kind": self.kind, "name": self.name}, "config": self.portable_config,
                                        "result": result})
         (self.dir / RUNNING).unlink(missing_ok=True)
         self.release()
@@ -174,6 +182,21 @@ class Store:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()   # absolute: jobs resolve their own files against their directory
+
+    def portable(self, value: Any) -> Any:
+        """`value` with every occurrence of this store's path in its strings written as $STORE.
+
+        Jobs refer to their data inside the store by absolute paths (the solver needs them); keyed and
+        recorded as $STORE, a store copied or moved elsewhere still reads as done, and two stores that
+        computed the same things hold byte-identical results.
+        """
+        if isinstance(value, str):
+            return value.replace(str(self.root), STORE_PLACEHOLDER)
+        if isinstance(value, dict):
+            return {k: self.portable(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.portable(v) for v in value]
+        return value
 
     def job(self, kind: str, name: str, config: dict) -> Job:
         return Job(self, kind, name, config)

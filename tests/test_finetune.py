@@ -297,3 +297,15 @@ def test_unknown_table_is_a_one_line_user_error(smoke):
     with pytest.raises(UserError) as err:
         reproduce("table5", smoke["store"], smoke["scale"], smoke["data"], progress=False)
     assert "table5" in str(err.value) and "table2" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_table_commands_give_one_line_and_exit_2_on_bad_input(tmp_path, capsys):
+    from replicate import cli
+    # paper scale without --data-root: the finetuned nets cannot be trained
+    assert cli.main(["table2", "--scale", "paper", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs --data-root" in err[0] and not (tmp_path / "table2").exists()
+    with pytest.raises(SystemExit) as exit_info:   # an unknown table is an unknown command
+        cli.main(["table5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "invalid choice: 'table5'" in err[0] and "table2" in err[0]

@@ -39,3 +39,16 @@ def test_corrupt_entry_names_itself_and_rebuild_removes_it(tmp_path):
     assert store.rebuild("Rotation 5", kinds=["train"]) == 1
     assert job.state == "missing" and other.state == "running"
     assert store.rebuild("Rotation 5") == 1 and other.state == "missing"
+
+
+def test_a_moved_store_still_reads_as_done_and_records_no_absolute_path(tmp_path):
+    first = Store(tmp_path / "a")
+    config = {"lmdb": str(first.root / "data" / "train_lmdb"), "lr": 0.01}
+    job = first.job("train", "net", config)
+    job.begin()
+    job.finish({"accuracy": 50.0})
+    assert str(first.root) not in (job.dir / "result.json").read_text()
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = Store(tmp_path / "b")
+    again = moved.job("train", "net", {"lmdb": str(moved.root / "data" / "train_lmdb"), "lr": 0.01})
+    assert again.done and again.result() == {"accuracy": 50.0} and again.dir.name == job.dir.name
