@@ -8,6 +8,16 @@ CAFFE = FIXTURES / "caffe"
 REAL_MODELS = FIXTURES / "real_models"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for small tensors: on a loaded 2-core box a 2-thread op mostly waits for its partner."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def caffe_dir() -> Path:
     """The real-Caffe fixture directory (read-only by convention: copy before writing)."""

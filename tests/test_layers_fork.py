@@ -429,14 +429,6 @@ GRAD_CASES = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("case", sorted(GRAD_CASES))
 def test_fork_gradcheck(case, one_thread):
     assert gradcheck_layer(*GRAD_CASES[case])

@@ -1,6 +1,5 @@
 """Backward by autograd: float64 gradchecks of the layers whose forward has custom formulas."""
 import pytest
-import torch
 
 from layer_helpers import gradcheck_layer
 
@@ -22,13 +21,7 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a busy intra-op thread pool only adds waiting (seconds per gradcheck on a loaded box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny tensors: a thread pool only adds waiting
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -72,13 +72,7 @@ CASES = {
 PYTHON_ERROR = (r"layer 'proposal' \(Python\): .*rpn\.proposal_layer\.ProposalLayer.*--outputs")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a loaded 2-core box each 2-thread conv2d waits ~45 ms for its partner thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # each 2-thread conv2d waited ~45 ms for its partner here
 
 
 def fix_bn(net: Net, seed: int) -> None:
