@@ -49,19 +49,20 @@ def _gap(rows: list[dict]) -> float:
     return mean(row["equivariance"]["accuracy"] - row["invariance"]["accuracy"] for row in rows)
 
 
-def _inputs(check: dict, evidence: Evidence) -> tuple[dict, str] | None:
-    curves = evidence.curves
-    if not curves:
-        return None
-    ds = _dataset(check, curves)
-    return None if ds is None else (curves, ds)
+def curve_checker(kind: str):
+    """Register `fn(check, curves, dataset)` as the checker of a kind; not applicable without the dataset's curves."""
+    def register(fn):
+        def run(check: dict, evidence: Evidence) -> Outcome | None:
+            curves = evidence.curves
+            dataset = _dataset(check, curves) if curves else None
+            return None if dataset is None else fn(check, curves, dataset)
+        checker(kind)(run)
+        return fn
+    return register
 
 
-@checker("baseline_mild_drop")
-def baseline_mild_drop(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    curves, ds = found
+@curve_checker("baseline_mild_drop")
+def baseline_mild_drop(check: dict, curves: dict, ds: str) -> Outcome | None:
     drops = {}
     for family in check["families"]:
         rows = _curve(curves, ds, family, "baseline")
@@ -72,11 +73,8 @@ def baseline_mild_drop(check: dict, evidence: Evidence) -> Outcome | None:
     return Outcome(all(d >= check["min_drop"] for d in drops.values()), {"baseline accuracy drop (mild settings)": drops})
 
 
-@checker("baseline_gap")
-def baseline_gap(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    curves, ds = found
+@curve_checker("baseline_gap")
+def baseline_gap(check: dict, curves: dict, ds: str) -> Outcome | None:
     gaps = {f: round(_gap(rows), 4) for f in sorted({r.family for r in curves})
             if (rows := _curve(curves, ds, f, "baseline")) is not None}
     exception = check["exception"]
@@ -87,11 +85,8 @@ def baseline_gap(check: dict, evidence: Evidence) -> Outcome | None:
     return Outcome(holds, {"baseline mean (equivariance - invariance)": gaps, "families with a large gap": large})
 
 
-@checker("widest_gap_smaller")
-def widest_gap_smaller(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    curves, ds = found
+@curve_checker("widest_gap_smaller")
+def widest_gap_smaller(check: dict, curves: dict, ds: str) -> Outcome | None:
     pairs = {}
     for family in sorted({r.family for r in curves}):
         base, wide = _curve(curves, ds, family, "baseline"), _curve(curves, ds, family, "widest")
@@ -103,11 +98,8 @@ def widest_gap_smaller(check: dict, evidence: Evidence) -> Outcome | None:
     return Outcome(len(smaller) > len(pairs) / 2, {"mean (equivariance - invariance)": pairs, "smaller": smaller})
 
 
-@checker("widest_above_baseline")
-def widest_above_baseline(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    curves, ds = found
+@curve_checker("widest_above_baseline")
+def widest_above_baseline(check: dict, curves: dict, ds: str) -> Outcome | None:
     means = {}
     for family in check["families"]:
         base, wide = _curve(curves, ds, family, "baseline"), _curve(curves, ds, family, "widest")
@@ -117,11 +109,8 @@ def widest_above_baseline(check: dict, evidence: Evidence) -> Outcome | None:
     return Outcome(all(m["widest"] > m["baseline"] for m in means.values()), {f"mean {check['line']} accuracy": means})
 
 
-@checker("setting_compare")
-def setting_compare(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    curves, ds = found
+@curve_checker("setting_compare")
+def setting_compare(check: dict, curves: dict, ds: str) -> Outcome | None:
     rows = _curve(curves, ds, check["family"], check["net"])
     if rows is None:
         return None
@@ -132,11 +121,8 @@ def setting_compare(check: dict, evidence: Evidence) -> Outcome | None:
                            "difference": round(diff, 4)})
 
 
-@checker("robustness_range_trend")
-def robustness_range_trend(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    curves, ds = found
+@curve_checker("robustness_range_trend")
+def robustness_range_trend(check: dict, curves: dict, ds: str) -> Outcome | None:
     rhos = {}
     for family in sorted({r.family for r in curves} - set(check.get("except", []))):
         nets = [r for r in curves if r.dataset == ds and r.family == family]
@@ -152,26 +138,22 @@ def robustness_range_trend(check: dict, evidence: Evidence) -> Outcome | None:
                                               "positive": f"{positive} of {len(rhos)}"})
 
 
-@checker("range_spread_small")
-def range_spread_small(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    nets = _own_nets(*found, check["family"])
+@curve_checker("range_spread_small")
+def range_spread_small(check: dict, curves: dict, ds: str) -> Outcome | None:
+    nets = _own_nets(curves, ds, check["family"])
     if len(nets) < 2:
         return None
-    means = {r.net.id: round(_mean(found[0][r], check["line"]), 4) for r in nets}
+    means = {r.net.id: round(_mean(curves[r], check["line"]), 4) for r in nets}
     spread = max(means.values()) - min(means.values())
     return Outcome(spread <= check["max_spread"], {f"mean {check['line']} accuracy": means, "spread": round(spread, 4)})
 
 
-@checker("no_gap")
-def no_gap(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    nets = _own_nets(*found, check["family"])
+@curve_checker("no_gap")
+def no_gap(check: dict, curves: dict, ds: str) -> Outcome | None:
+    nets = _own_nets(curves, ds, check["family"])
     if not nets:
         return None
-    gaps = {r.net.id: round(_gap(found[0][r]), 4) for r in nets}
+    gaps = {r.net.id: round(_gap(curves[r]), 4) for r in nets}
     return Outcome(all(abs(g) <= check["max_gap"] for g in gaps.values()), {"mean (equivariance - invariance)": gaps})
 
 
@@ -181,11 +163,8 @@ def _inner_window(index: int) -> bool:
     return 0 < row < CROP_GRID_SIDE - 1 and 0 < col < CROP_GRID_SIDE - 1
 
 
-@checker("crop_centre")
-def crop_centre(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    curves, ds = found
+@curve_checker("crop_centre")
+def crop_centre(check: dict, curves: dict, ds: str) -> Outcome | None:
     nets = [r for r in curves if r.dataset == ds and r.family == "crop"]
     if not nets:
         return None
@@ -197,11 +176,8 @@ def crop_centre(check: dict, evidence: Evidence) -> Outcome | None:
     return Outcome(all(v["inner 3x3"] > v["outer ring"] for v in out.values()), {f"mean {check['line']} accuracy": out})
 
 
-def _cross_domain(check: dict, evidence: Evidence) -> tuple[str, dict] | None:
+def _cross_domain(check: dict, curves: dict, ds: str) -> dict | None:
     """1 - L_L2 (authors' normalisation: what Fig. 10 plots) of the widest nets at home and on the other domain."""
-    if (found := _inputs(check, evidence)) is None:
-        return None
-    curves, ds = found
     other = check["measured_on"]
     values = {}
     for family in check.get("families") or sorted({r.family for r in curves}):
@@ -211,23 +187,21 @@ def _cross_domain(check: dict, evidence: Evidence) -> tuple[str, dict] | None:
         for line in check["lines"]:
             values[f"{family} {line}"] = {ds: round(_mean(home, line, "l2_authors"), 4),
                                           other: round(_mean(away, line, "l2_authors"), 4)}
-    return (ds, values) if values else None
+    return values or None
 
 
-@checker("cross_domain_lower")
-def cross_domain_lower(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _cross_domain(check, evidence)) is None:
+@curve_checker("cross_domain_lower")
+def cross_domain_lower(check: dict, curves: dict, ds: str) -> Outcome | None:
+    if (values := _cross_domain(check, curves, ds)) is None:
         return None
-    ds, values = found
     other = check["measured_on"]
     home, away = mean(v[ds] for v in values.values()), mean(v[other] for v in values.values())
     return Outcome(away < home, {"mean 1 - L_L2 (authors)": {ds: round(home, 4), other: round(away, 4)},
                                  "per family": values})
 
 
-@checker("cross_domain_higher")
-def cross_domain_higher(check: dict, evidence: Evidence) -> Outcome | None:
-    if (found := _cross_domain(check, evidence)) is None:
+@curve_checker("cross_domain_higher")
+def cross_domain_higher(check: dict, curves: dict, ds: str) -> Outcome | None:
+    if (values := _cross_domain(check, curves, ds)) is None:
         return None
-    ds, values = found
     return Outcome(all(v[check["measured_on"]] > v[ds] for v in values.values()), {"mean 1 - L_L2 (authors)": values})

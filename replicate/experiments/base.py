@@ -132,10 +132,9 @@ def rebuild(ctx: Context) -> None:
     suffixes = tuple(f"-{ctx.scale.name}-{d}" for d in ctx.options.datasets)
     kinds = ["data"] + sorted(p.name for p in ctx.store.root.glob("*") if p.is_dir() and p.name.endswith(suffixes))
     nets = [n.id for n in zoo.nets(ctx.options.datasets[0])] if ctx.options.datasets[0] in TRAINABLE else []
+    valid = [*nets, *(f"{d}-{ctx.scale.name}" for d in ctx.options.datasets)]
     for name in ctx.options.rebuild:
-        stored = any(True for kind in kinds for _ in ctx.store.entries(kind, name))
-        if name not in nets and name not in {f"{d}-{ctx.scale.name}" for d in ctx.options.datasets} and not stored:
-            valid = [*nets, *(f"{d}-{ctx.scale.name}" for d in ctx.options.datasets)]
+        if name not in valid and not any(any(ctx.store.entries(kind, name)) for kind in kinds):
             raise UserError(f"--rebuild {name!r}: no such network or data set; valid names: {', '.join(valid)} "
                             f"(or a stored job's name, as an error message gives it)")
         print(f"rebuild {name}: removed {ctx.store.rebuild(name, kinds)} stored job(s)")

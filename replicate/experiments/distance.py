@@ -58,9 +58,9 @@ def inputs(ctx: Context) -> dict[str, set[str]]:
 
 def compute(ctx: Context) -> dict:
     """{dataset: DistanceMatrix} of every trained net of each dataset."""
-    extra = ctx.options.extra
+    own = ctx.options.extra
     return {d: distance_matrix([ctx.source(d, n) for n in zoo.nets(d)], fitter=ctx.options.fitter,
-                               combine=extra["combine"], clip=extra["clip_gradients"], progress=ctx.options.progress)
+                               combine=own["combine"], clip=own["clip_gradients"], progress=ctx.options.progress)
             for d in ctx.options.datasets}
 
 

@@ -27,8 +27,9 @@ the Spearman correlation between D and 1 - CKA over the pairs i < j.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -268,18 +269,18 @@ def distance_matrix(sources: Sequence[Source], *, fitter: str = "fast", seed: in
     kind = f"distance-{first.scale.name}-{first.dataset}"
     jobs = [[first.store.job(kind, f"{src.net.id}--{tgt.net.id}", _pair_config(src, tgt, fitter, seed, clip))
              if i != j else None for j, tgt in enumerate(sources)] for i, src in enumerate(sources)]
-    report = _phis(sources, report_split)
-    fit: list[torch.Tensor] | None = None   # loaded only when something is left to fit
+    # phi is loaded (or extracted) only when something is left to compute: a stored matrix reads no phi
+    report = functools.cache(lambda: _phis(sources, report_split))
+    fit = functools.cache(lambda: _phis(sources, fit_split, limit))
     bar = tqdm(total=n * (n - 1), desc=f"distance {first.dataset}", unit="map", disable=not progress)
     for i in range(n):
         missing = [j for j in range(n) if j != i and not jobs[i][j].done]
         bar.update(n - 1 - len(missing))
         if not missing:
             continue
-        fit = fit or _phis(sources, fit_split, limit)
         for j in missing:
             jobs[i][j].begin()
-        for j, scores in _source_scores(i, missing, fit, report, fitter, seed, clip):
+        for j, scores in _source_scores(i, missing, fit(), report(), fitter, seed, clip):
             jobs[i][j].finish(scores)
             bar.update()
     bar.close()
@@ -292,7 +293,7 @@ def distance_matrix(sources: Sequence[Source], *, fitter: str = "fast", seed: in
                                 cka=_stored_cka(sources, report, report_split), map_loss=map_loss, config=config)
 
 
-def _stored_cka(sources: Sequence[Source], report: list[torch.Tensor], report_split: str) -> np.ndarray:
+def _stored_cka(sources: Sequence[Source], report: Callable[[], list[torch.Tensor]], report_split: str) -> np.ndarray:
     """cka_matrix of the report phis, a store job of its own (float64 products: hours on a CPU at paper scale)."""
     first = sources[0]
     config = {"nets": [s.key() for s in sources], "views": [asdict(_view(s)) for s in sources],
@@ -301,5 +302,5 @@ def _stored_cka(sources: Sequence[Source], report: list[torch.Tensor], report_sp
     job = first.store.job(f"cka-{first.scale.name}-{first.dataset}", f"{len(sources)}-nets", config)
     if not job.done:
         job.begin()
-        job.finish({"cka": cka_matrix(report).tolist(), "nets": [s.net.id for s in sources]})
+        job.finish({"cka": cka_matrix(report()).tolist(), "nets": [s.net.id for s in sources]})
     return np.array(job.result()["cka"])
