@@ -61,6 +61,7 @@ SCALES = {
 # resolved values.
 DEFAULT_SCALE = "mini"      # runs on the embedded datasets on a 2-core laptop CPU in minutes; "paper" needs data
 DEFAULT_OUT = Path("runs")  # holds the results store (runs/store) and every table and figure
+DEFAULT_EXECUTOR = "local"  # a pool of spawned processes on this machine; "ray" for a cluster (replicate/executors.py)
 DEFAULT_DEVICE = "cpu"      # the CPU build of torch is what `make` installs; "cuda" for the paper scale
 DEFAULT_DROPOUT = "caffe"   # Caffe's own TEST dropout (identity); "paper" halves activations (footnote 2)
 DEFAULT_FITTER = "fast"     # ridge + SGD: held-out loss no worse than Section 5.2's SGD at ~1/1000 of the time

@@ -15,7 +15,7 @@ from typing import Any
 
 from convert.errors import UserError
 from convert.layers.base import DROPOUT_CAFFE, DROPOUT_PAPER
-from replicate import config
+from replicate import config, executors
 from replicate.measure import fitters, metrics
 
 ALL = "all"
@@ -31,6 +31,8 @@ class RunOptions:
     device: str = config.DEFAULT_DEVICE
     dropout: str = config.DEFAULT_DROPOUT
     workers: int = 1
+    executor: str = config.DEFAULT_EXECUTOR
+    ray_address: str | None = None
     fitter: str = config.DEFAULT_FITTER
     l2: str = config.DEFAULT_L2
     families: tuple[str, ...] = ()
@@ -82,6 +84,11 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict, Any]] = {
                                      help="test-time dropout of the nets and of phi (caffe: identity at TEST; "
                                           "paper: halve at TEST)"), None),
     "workers": (("--workers",), dict(type=int, help="processes at once, >= 1 (default: all CPU cores)"), _workers),
+    "executor": (("--executor",), dict(default=config.DEFAULT_EXECUTOR, choices=list(executors.EXECUTORS),
+                                       help="where jobs run: local (a pool of --workers processes) or ray "
+                                            f"(default: {config.DEFAULT_EXECUTOR})"), None),
+    "ray_address": (("--ray-address",), dict(metavar="ADDR", help="with --executor ray: 'auto' (the cluster this "
+                                             "machine joined) or HOST:PORT; none starts a local Ray instance"), None),
     "out": (("--out",), dict(type=Path, default=config.DEFAULT_OUT,
                              help=f"results store and outputs (default: {config.DEFAULT_OUT}/)"),
             lambda p: p.resolve()),   # absolute: the solver resolves job files against the job directory
@@ -137,5 +144,7 @@ def resolve(args: argparse.Namespace, names: tuple[str, ...], datasets: tuple[st
             values[name] = checked(args, name)
     if "workers" not in names:
         values["workers"] = 1
+    if values.get("ray_address") and values.get("executor") != "ray":
+        raise UserError(f"--ray-address {values['ray_address']}: only with --executor ray")
     return RunOptions(datasets=datasets, families=families, progress=not getattr(args, "quiet", False),
                       extra=extra, **values)

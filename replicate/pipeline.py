@@ -1,13 +1,13 @@
-"""The pool that trains zoo networks for every experiment: one spawned worker process per network at a time.
+"""Training the zoo networks every experiment needs: one executor task per missing network.
 
-Each network trains in its own worker process (one thread each: small nets scale better across
-processes than across threads). Finished networks are read from the store and never retrained;
-a run killed at any moment resumes with the networks that had not finished.
+Each network trains in its own worker process of one thread (small nets scale better across processes
+than across threads), in the local pool or on Ray (replicate.executors). Finished networks are read
+from the store and never retrained; a run killed at any moment resumes with the networks that had not
+finished.
 """
 from __future__ import annotations
 
 import ctypes
-import multiprocessing as mp
 import signal
 import sys
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from replicate import zoo
 from replicate.config import Scale, get_scale
+from replicate.executors import LocalExecutor
 from replicate.experiment_data import ExperimentData
 from replicate.store import Store
 from replicate.training import job_for, train
@@ -51,7 +52,7 @@ def _run(task: Task) -> tuple[str, str, dict]:
 
 
 def collect(store: Store, scale: Scale, datasets: list[str], data: dict[str, ExperimentData],
-            dropout: str, device: str, workers: int, progress: bool = True,
+            dropout: str, device: str, executor: LocalExecutor, progress: bool = True,
             only: set[str] | None = None) -> dict[str, dict[str, float]]:
     """Accuracy of every Table 3 network (or of the net ids in `only`): stored results, plus training the missing."""
     results: dict[str, dict[str, float]] = {d: {} for d in datasets}
@@ -64,12 +65,11 @@ def collect(store: Store, scale: Scale, datasets: list[str], data: dict[str, Exp
             else:
                 pending.append(Task(str(store.root), scale.name, dataset, data[dataset], net.id, dropout, device))
     if pending:
-        bar = tqdm(total=len(pending), desc=f"training ({len(pending)} nets, {workers} workers)", unit="net",
+        bar = tqdm(total=len(pending), desc=f"training ({len(pending)} nets, {executor.name})", unit="net",
                    disable=not progress)
-        with mp.get_context("spawn").Pool(workers, initializer=worker_init) as pool:
-            for dataset, name, result in pool.imap_unordered(_run, pending):
-                results[dataset][name] = result["accuracy"]
-                bar.set_postfix_str(f"{name}: {result['accuracy']:.1f}%")
-                bar.update()
+        for dataset, name, result in executor.map(_run, pending):
+            results[dataset][name] = result["accuracy"]
+            bar.set_postfix_str(f"{name}: {result['accuracy']:.1f}%")
+            bar.update()
         bar.close()
     return results

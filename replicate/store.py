@@ -7,16 +7,20 @@ The key is a hash of the canonical JSON of the configuration, which includes a f
 code that changes numbers (see replicate.config.code_fingerprint), so changed code means new jobs,
 and writes the store's own path as $STORE (Store.portable): a copied or moved store still reads as
 done, and two stores that computed the same things hold byte-identical config.json and result.json.
-Runs sharing a store claim a job with an exclusive flock on its job.lock (Job.begin): a second run
-waits for the job a live run holds instead of clearing its directory, and then uses its result.
+Runs sharing a store, on one machine or on many (the store on a shared filesystem), claim a job with
+claim.json (Job.begin; see claim() for the rule): a second run waits for the job a live run holds
+instead of clearing its directory, and then uses its result; a dead holder's claim is taken over.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,9 +30,9 @@ from convert.protoio import atomic_write
 
 RESULT = "result.json"
 CONFIG = "config.json"
-RUNNING = "running.pid"
+HISTORY = "history.log"  # one line per attempt: start/resume/done, host, pid
 STORE_PLACEHOLDER = "$STORE"   # the store's own path in keyed and recorded configurations
-LOCK = "job.lock"
+CLAIM = "claim.json"      # who computes the job now (see claim())
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -74,107 +78,202 @@ class Job:
             raise UserError(f"results store: entry {path} is corrupt ({e}); rerun with --rebuild {self.name}") from None
 
     def begin(self) -> Path:
-        """Claim the job and start it afresh: its directory holding only its config and our pid.
+        """Claim the job and start it afresh: its directory holding only its config and our claim.
 
-        The claim is an exclusive flock on job.lock in the directory, held until finish() or release()
-        (or this process's end: the kernel drops it when its holder dies). While another live process
-        holds it, begin() waits; what a killed run left is cleared, but a job another process finished
-        meanwhile is kept as it is: check `done` after begin() and release() to use its result.
+        The claim is claim.json in the job directory (see `claim`), held until finish() or release().
+        While another live process holds it, begin() waits; what a killed run left is cleared, but a
+        job another process finished meanwhile is kept as it is: check `done` after begin() and
+        release() to use its result. history.log, the job's attempts, is kept.
         """
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            _claim(self.dir / LOCK)
+            claim(self.dir / CLAIM)
             if self.done:
                 return self.dir
             for entry in self.dir.iterdir():   # a partial run: everything in it is recomputed
-                if entry.name != LOCK:
+                if entry.name not in (CLAIM, HISTORY):
                     shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             write_json(self.dir / CONFIG, self.portable_config)
-            atomic_write(self.dir / RUNNING, str(os.getpid()).encode())
+            self._log("start")
         except OSError as e:
             raise UserError(f"{self.dir}: cannot start the {self.kind} job {self.name!r} ({e.strerror or e})") from None
+        return self.dir
+
+    def resume(self) -> Path:
+        """Claim the job without clearing what a killed run left (for jobs that continue from snapshots)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            claim(self.dir / CLAIM)
+            self._log("resume")
+        except OSError as e:
+            raise UserError(f"{self.dir}: cannot resume the {self.kind} job {self.name!r} ({e.strerror or e})") from None
         return self.dir
 
     def finish(self, result: dict) -> dict:
         """Record the result (the done marker) atomically, end the claim and return the result."""
         write_json(self.dir / RESULT, {"job": {"kind": self.kind, "name": self.name}, "config": self.portable_config,
                                        "result": result})
-        (self.dir / RUNNING).unlink(missing_ok=True)
+        self._log("done")
         self.release()
         return result
 
     def release(self) -> None:
         """End this process's claim on the job (after finish, or to give up without a result)."""
-        _release(self.dir / LOCK)
+        unclaim(self.dir / CLAIM)
+
+    def _log(self, event: str) -> None:
+        """One line per attempt's start and end in history.log (the holder of the claim alone writes it)."""
+        with open(self.dir / HISTORY, "a", encoding="utf-8") as log:
+            log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {event} {HOST} {os.getpid()}\n")
+
+    @property
+    def holder(self) -> dict | None:
+        """Who claims the job: {host, pid, started} of claim.json, or None."""
+        return _read_claim(self.dir / CLAIM)
 
     @property
     def state(self) -> str:
-        """done, running (a live process holds its claim), partial (killed) or missing."""
+        """done, running (a live process claims it), partial (killed, or a claim whose heartbeat stopped) or missing."""
         if self.done:
             return "done"
         if not self.dir.exists():
             return "missing"
-        held, alive = _held(self.dir / LOCK), _alive(self.dir / RUNNING)
-        return "running" if held is not False and alive is not False and (held or alive) else "partial"
+        holder = self.holder
+        if holder is None:
+            return "partial"
+        return "partial" if _dead(self.dir / CLAIM, holder) else "running"
 
 
-# Claims this process holds: lock path -> open descriptor with the flock.
-_CLAIMS: dict[Path, int] = {}
+# --------------------------------------------------------------------------------------- job claims
+# A claim is claim.json ({host, pid, started, token}) made with an exclusive create, which is atomic on
+# local filesystems and on NFS (a hard link of a complete temporary file: never a half-written claim).
+# Its holder refreshes its mtime every HEARTBEAT_SECONDS from a daemon thread. A claim is taken over when
+# its holder is a dead process on this host, or when its mtime has not moved for STALE_SECONDS of our own
+# watching (clocks of other hosts are never compared with ours). Takeover renames the claim away (one
+# rename wins), checks that what it moved is the claim it judged, and puts back a live one it raced with.
+HEARTBEAT_SECONDS = 5.0    # how often a holder refreshes its claims
+STALE_SECONDS = 60.0       # a claim not refreshed for this long (12 missed beats) belongs to a dead holder
+POLL_SECONDS = 0.25        # how often a waiting process looks at a claim
+HOST = socket.gethostname()
+
+_CLAIMS: dict[Path, str] = {}   # claims this process holds: claim path -> token
+_BEATING = threading.Lock()
+_beat_thread: threading.Thread | None = None
 
 
-def _claim(lock: Path) -> None:
-    """Hold an exclusive flock on lock (blocking while another process holds it); reentrant in one process."""
-    fd = _CLAIMS.get(lock)
-    if fd is not None:
-        try:
-            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
-                return
-        except FileNotFoundError:   # the job directory was removed (--rebuild) under our claim
-            pass
-        _release(lock)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+def claim(path: Path) -> None:
+    """Hold the claim file `path` (waiting while a live holder has it); reentrant in one process."""
+    token = _CLAIMS.get(path)
+    if token is not None and (_read_claim(path) or {}).get("token") == token:
+        return
+    _CLAIMS.pop(path, None)
+    token = uuid.uuid4().hex
+    body = json.dumps({"host": HOST, "pid": os.getpid(), "started": time.time(), "token": token}).encode()
+    watched: tuple | None = None   # (the holder's token, its mtime, when we first saw that mtime)
+    while True:
+        if _create(path, body):
+            _CLAIMS[path] = token
+            _start_heartbeat()
+            return
+        holder, mtime = _read_claim(path), _mtime(path)
+        if mtime is None:
+            continue   # released just now
+        key = ((holder or {}).get("token"), mtime)
+        if watched is None or watched[:2] != key:
+            watched = (*key, time.monotonic())
+        if (holder is not None and holder["host"] == HOST and not _pid_alive(holder["pid"])) \
+                or time.monotonic() - watched[2] > STALE_SECONDS:
+            _take_over(path, watched[0])
+            watched = None
+            continue
+        time.sleep(POLL_SECONDS)
+
+
+def unclaim(path: Path) -> None:
+    """Give up this process's claim `path` (nothing if it holds none)."""
+    token = _CLAIMS.pop(path, None)
+    if token is not None and (_read_claim(path) or {}).get("token") == token:
+        path.unlink(missing_ok=True)
+
+
+def _create(path: Path, body: bytes) -> bool:
+    """Create `path` holding `body` atomically, only if it does not exist."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    temporary.write_bytes(body)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except BaseException:
-        os.close(fd)
-        raise
-    _CLAIMS[lock] = fd
-
-
-def _release(lock: Path) -> None:
-    fd = _CLAIMS.pop(lock, None)
-    if fd is not None:
-        os.close(fd)   # closing drops the flock
-
-
-def _held(lock: Path) -> bool | None:
-    """Whether a process holds the job's claim (None: no lock file, a store of older code)."""
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
+        os.link(temporary, path)
         return True
+    except FileExistsError:
+        return False
     finally:
-        os.close(fd)
+        temporary.unlink()
 
 
-def _alive(pid_file: Path) -> bool | None:
-    """Whether the pid in the file is a live process here (None: no readable pid file)."""
+def _take_over(path: Path, stale_token: str | None) -> None:
+    """Move a dead holder's claim away; if a live claim was moved instead (a race), put it back."""
+    moved = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex}")
     try:
-        pid = int(pid_file.read_text())
+        os.rename(path, moved)
+    except FileNotFoundError:
+        return   # another process took it over first
+    if (_read_claim(moved) or {}).get("token") != stale_token:
+        try:
+            os.link(moved, path)   # a live claim made in between: restore it
+        except FileExistsError:
+            pass
+    moved.unlink()
+
+
+def _read_claim(path: Path) -> dict | None:
+    try:
+        holder = json.loads(path.read_text())
+        return holder if isinstance(holder, dict) and {"host", "pid", "token"} <= set(holder) else None
     except (OSError, ValueError):
         return None
+
+
+def _mtime(path: Path) -> float | None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _dead(path: Path, holder: dict) -> bool:
+    """Whether a claim's holder is gone: a dead process here, or no heartbeat for STALE_SECONDS (by our clock)."""
+    if holder["host"] == HOST:
+        return not _pid_alive(holder["pid"])
+    mtime = _mtime(path)
+    return mtime is None or time.time() - mtime > STALE_SECONDS
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, OverflowError):
         return False
     except PermissionError:   # alive, another user's
         pass
     return True
+
+
+def _start_heartbeat() -> None:
+    """The daemon thread that refreshes every claim this process holds (one per process, started once)."""
+    global _beat_thread
+    with _BEATING:
+        if _beat_thread is None or not _beat_thread.is_alive():
+            _beat_thread = threading.Thread(target=_heartbeat, name="store-claims", daemon=True)
+            _beat_thread.start()
+
+
+def _heartbeat() -> None:
+    while True:
+        time.sleep(HEARTBEAT_SECONDS)
+        for path in list(_CLAIMS):
+            try:
+                os.utime(path)
+            except OSError:   # released meanwhile, or the store is briefly unreachable: next beat
+                pass
 
 
 class Store:

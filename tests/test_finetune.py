@@ -21,6 +21,7 @@ from convert.errors import UserError
 from convert.net import Net
 from replicate import paper, zoo
 from replicate.config import get_scale
+from replicate.executors import LocalExecutor
 from replicate.experiment_data import data_for
 from replicate.finetune import is_done, nets_of, reproduce, train
 from replicate.finetune.net import Lambdas, deploy_branches, finetune_net, loss_weights
@@ -40,7 +41,7 @@ def smoke(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("finetune") / "store")
     scale = get_scale("smoke")
     data = data_for(DATASET, scale, store, None, progress=False)
-    rows = reproduce("table2", store, scale, data, workers=2, progress=False, families=FAMILIES)
+    rows = reproduce("table2", store, scale, data, executor=LocalExecutor(2), progress=False, families=FAMILIES)
     return {"store": store, "scale": scale, "data": data, "rows": rows}
 
 
@@ -277,7 +278,7 @@ def test_sigkill_mid_finetuning_then_rerun_resumes_to_the_same_numbers(smoke, tm
     assert not job.done and list(job.dir.glob("net_iter_*.solverstate.json")), "the kill should land mid-run"
     *_, crop_job = family(smoke, "crop")
     crop_result = (crop_job.dir / "result.json").stat().st_mtime_ns
-    rows = reproduce("table2", store, smoke["scale"], smoke["data"], workers=2, progress=False, families=FAMILIES)
+    rows = reproduce("table2", store, smoke["scale"], smoke["data"], executor=LocalExecutor(2), progress=False, families=FAMILIES)
     assert (crop_job.dir / "result.json").stat().st_mtime_ns == crop_result   # finished jobs are read
     resumed, uninterrupted = job.result(), json.loads((finished / "result.json").read_text())["result"]
     assert resumed["resumed_from"] >= 20

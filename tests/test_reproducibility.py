@@ -19,6 +19,7 @@ from convert import protoio
 TRAIN_ONE = """
 import sys
 from replicate.config import get_scale
+from replicate.executors import LocalExecutor
 from replicate.experiment_data import data_for
 from replicate.pipeline import collect
 from replicate.store import Store
@@ -26,7 +27,7 @@ from replicate.store import Store
 if __name__ == "__main__":
     store, scale = Store(sys.argv[1]), get_scale("smoke")
     data = {"rvl-cdip": data_for("rvl-cdip", scale, store, None, progress=False)}
-    collect(store, scale, ["rvl-cdip"], data, "caffe", "cpu", 1, progress=False, only={"rotation_20"})
+    collect(store, scale, ["rvl-cdip"], data, "caffe", "cpu", LocalExecutor(1), progress=False, only={"rotation_20"})
 """
 
 

@@ -1,5 +1,6 @@
 """The results store: keys, atomic completion, corrupt entries, rebuild."""
 import json
+import os
 
 import pytest
 
@@ -17,11 +18,14 @@ def test_job_lifecycle(tmp_path):
     assert job.state == "missing" and not job.done
     job.begin()
     assert job.state == "running"
-    (job.dir / "running.pid").write_text("999999999")  # a killed process
+    claim = job.dir / "claim.json"
+    claim.write_text(json.dumps({**json.loads(claim.read_text()), "pid": 999999999, "token": "killed"}))  # a killed run
     assert job.state == "partial"
     job.begin()
+    assert job.state == "running" and job.holder["pid"] == os.getpid()
     job.finish({"accuracy": 0.5})
-    assert job.done and job.state == "done"
+    assert job.done and job.state == "done" and not claim.exists()
+    assert [line.split()[1] for line in (job.dir / "history.log").read_text().splitlines()] == ["start", "start", "done"]
     assert job.result() == {"accuracy": 0.5}
     assert json.loads((job.dir / "config.json").read_text()) == {"seed": 1}
 

@@ -50,6 +50,7 @@ CASES = {
     "mobilenet_v1": Case({"data": (1, 3, 64, 64)}),
     "mobilenet_v2": Case({"data": (1, 3, 64, 64)}),
     "resnet101": Case(),
+    "vgg16": Case({"data": (1, 3, 32, 32)}),
     # OpenCV 4.14's importer rewrites Axpy as bottom[0] * bottom[2] + bottom[1]; SENet's layer scales
     # bottom[1] (test_layers_fork.py shows both on one layer), so OpenCV is not a reference here.
     "se_resnet50": Case(opencv="skip: OpenCV's Axpy scales bottom[2]"),

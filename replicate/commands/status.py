@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
             job = job_for(store, scale, dataset, data, net, resolved.dropout)
             states[job.state] += 1
             if args.verbose:
-                accuracy = f"{job.result()['accuracy']:.2f}%" if job.done else ""
-                print(f"  {job.state:8} {net.id:18} {net.name:28} {accuracy}")
+                holder = job.holder if job.state == "running" else None
+                detail = f"{job.result()['accuracy']:.2f}%" if job.done else \
+                    f"on {holder['host']} (pid {holder['pid']})" if holder else ""
+                print(f"  {job.state:8} {net.id:18} {net.name:28} {detail}")
         summary = ", ".join(f"{states[s]} {s}" for s in ("done", "running", "partial", "missing") if states[s])
         print(f"{dataset} ({scale.name}, {data.source}): {summary} of {sum(states.values())} networks")
     return 0

@@ -39,6 +39,7 @@ class Context:
     options: opts.RunOptions
     started: float = field(default_factory=time.time)
     _data: dict = field(default_factory=dict)
+    _executor: Any = None
 
     @property
     def scale(self) -> Scale:
@@ -62,6 +63,21 @@ class Context:
         """What a net's phi is computed from: the trained net and the data it is measured on."""
         return Source(self.store, self.scale, dataset, self.data(dataset), self.data(measured_on or dataset), net,
                       self.options.dropout, self.options.device)
+
+    def executor(self):
+        """The run's executor (replicate.executors), made and checked (store, code, data) on first use."""
+        if self._executor is None:
+            from replicate.executors import executor_for
+            options = self.options
+            self._executor = executor_for(options.executor, options.workers, options.device, options.ray_address)
+            self._executor.check(self.store.root, [self.store.root, *(data.root for data in self._data.values())])
+        return self._executor
+
+    def close(self) -> None:
+        """Release what the run holds (a local Ray instance it started)."""
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
 
     def record(self, **extra: Any) -> dict[str, Any]:
         """The configuration every output of this run records."""
@@ -107,7 +123,7 @@ def train_missing(ctx: Context, needed: Inputs) -> None:
         error = None
         try:
             pipeline.collect(ctx.store, ctx.scale, [dataset], {dataset: ctx.data(dataset)}, ctx.options.dropout,
-                             ctx.options.device, ctx.options.workers, ctx.options.progress, only=ids)
+                             ctx.options.device, ctx.executor(), ctx.options.progress, only=ids)
         except UserError:
             raise
         except Exception as e:   # a worker's failure: name the nets left unfinished and the reason
@@ -143,11 +159,14 @@ def rebuild(ctx: Context) -> None:
 def run(experiment: Experiment, options: opts.RunOptions) -> tuple[Any, list, list[Path], Context]:
     """Run an experiment end to end; return (numbers, claim results, output paths, context)."""
     ctx = Context(experiment, options)
-    rebuild(ctx)
-    train_missing(ctx, experiment.inputs(ctx))
-    result = experiment.compute(ctx)
-    checks = claim_engine.evaluate_all(experiment.claims, experiment.evidence(ctx, result))
-    outputs = experiment.render(ctx, result, checks)
+    try:
+        rebuild(ctx)
+        train_missing(ctx, experiment.inputs(ctx))
+        result = experiment.compute(ctx)
+        checks = claim_engine.evaluate_all(experiment.claims, experiment.evidence(ctx, result))
+        outputs = experiment.render(ctx, result, checks)
+    finally:
+        ctx.close()
     return result, checks, outputs, ctx
 
 

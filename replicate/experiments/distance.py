@@ -31,7 +31,7 @@ from replicate.measure.distance import COMBINES, DEFAULT_COMBINE, check_clip, di
 from replicate.measure.fitters import AUTHORS_DISTANCE_CLIP
 
 TSNE_SEEDS = 5   # t-SNE runs of fig11 (B.3: the embeddings "do not agree" across runs; 5 shows it)
-OPTIONS = ("dataset", "scale", "fitter", "dropout", "l2", "out", "data_root", "device", "workers", "rebuild", "quiet")
+OPTIONS = ("dataset", "scale", "fitter", "dropout", "l2", "out", "data_root", "device", "workers", "executor", "ray_address", "rebuild", "quiet")
 DISTANCE_DEFAULTS = {"l2": "per-neuron"}   # paper and the authors' distance code agree (module docstring)
 
 

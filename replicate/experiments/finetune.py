@@ -32,7 +32,7 @@ def _net_ids(table: str) -> set[str]:
 def _reproduce(ctx: Context, table: str) -> list[dict]:
     dataset = paper.FINETUNE_TABLES[table]
     return finetune.reproduce(table, ctx.store, ctx.scale, ctx.data(dataset), fitter=ctx.options.fitter,
-                              dropout=ctx.options.dropout, device=ctx.options.device, workers=ctx.options.workers,
+                              dropout=ctx.options.dropout, device=ctx.options.device, executor=ctx.executor(),
                               progress=ctx.options.progress)
 
 
@@ -102,7 +102,7 @@ def _experiment(table: str) -> Experiment:
         name=table, paper=table.replace("table", "Table "),
         help=f"finetune the widest net of each family with Eq. 7 and measure equivariance before/after ({dataset})",
         claims=(table,), datasets=(dataset,), default_datasets=(dataset,),
-        options=("scale", "fitter", "dropout", "out", "data_root", "device", "workers", "rebuild", "quiet"),
+        options=("scale", "fitter", "dropout", "out", "data_root", "device", "workers", "executor", "ray_address", "rebuild", "quiet"),
         inputs=lambda ctx: {dataset: _net_ids(table)}, compute=compute,
         evidence=lambda ctx, result: Evidence(finetune=result), render=render,
         report=lambda ctx, result, checks, outputs: outputs[0].read_text())

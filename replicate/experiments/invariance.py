@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import csv
 import io
-import multiprocessing as mp
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from convert.errors import UserError
 from convert.protoio import atomic_write
-from replicate import pipeline, zoo
+from replicate import zoo
 from replicate.claims import Evidence
 from replicate.config import FITTER_SEED, MEASURE_CODE, code_fingerprint
 from replicate.experiments import register
@@ -127,8 +126,8 @@ def measure(ctx: Context, needed: list[Request]) -> Curves:
     """Every requested curve, setting by setting (stored results are read, missing ones computed).
 
     The reference phi of every net (shared by its curves) is computed first, here; then the curves are
-    measured in `workers` processes of one thread each (as training: small nets scale better across
-    processes, and no two processes ever compute the same store job).
+    measured by the run's executor in processes of one thread each (as training: small nets scale better
+    across processes; the store's claims keep two processes from computing one job).
     """
     scale, options = ctx.scale, ctx.options
     tasks = [(i, source(ctx, r), r.family, options.fitter, FITTER_SEED, r.measured_resize) for i, r in enumerate(needed)]
@@ -142,13 +141,11 @@ def measure(ctx: Context, needed: list[Request]) -> Curves:
         phi(src, ref, report_split)
         bar.update()
     curves: Curves = {}
-    workers = max(1, min(options.workers, len(tasks)))
-    pool = mp.get_context("spawn").Pool(workers, initializer=pipeline.worker_init) if workers > 1 else None
-    for i, rows in (pool.imap_unordered(_measure_task, tasks) if pool else map(_measure_task, tasks)):
+    # In-process with one local worker (no spawn for a single process), else one executor task per curve
+    in_process = options.executor == "local" and min(options.workers, len(tasks)) <= 1
+    for i, rows in (map(_measure_task, tasks) if in_process else ctx.executor().map(_measure_task, tasks)):
         curves[needed[i]] = rows
         bar.update(sizes[i])
-    if pool:
-        pool.close()
     bar.close()
     return {r: curves[r] for r in needed}
 
@@ -268,7 +265,7 @@ def _experiment(spec: Spec) -> Experiment:
         claims=(spec.figure,), datasets=tuple(CROSS_DOMAIN) if spec.cross_domain else TRAINABLE,
         default_datasets=spec.datasets,
         options=("dataset", "families", "scale", "fitter", "dropout", "l2", "out", "data_root", "device", "workers",
-                 "quiet"),
+                 "executor", "ray_address", "quiet"),
         inputs=inputs, compute=lambda ctx: measure(ctx, needed(ctx)), evidence=lambda ctx, curves: Evidence(curves=curves),
         render=render, families=MEASURED_FAMILIES, default_families=spec.families)
 

@@ -143,5 +143,5 @@ def report(ctx: Context, results: Accuracies, checks: list, outputs: list) -> st
 register(Experiment(
     name="table3", paper="Table 3", help="train the networks of Table 3 and print it beside the published numbers",
     claims=("table3",), datasets=TRAINABLE, default_datasets=TRAINABLE,
-    options=("dataset", "scale", "data_root", "device", "dropout", "workers", "out", "rebuild", "quiet"),
+    options=("dataset", "scale", "data_root", "device", "dropout", "workers", "executor", "ray_address", "out", "rebuild", "quiet"),
     inputs=inputs, compute=compute, evidence=evidence, render=render, report=report))

@@ -1,6 +1,6 @@
 """Tables 2 and 4: Table 3 nets finetuned with Eq. 7, measured before and after (Sections 4, 5.4, 6.3, B.4).
 
-    rows = reproduce("table2", store, scale, data, fitter="fast", workers=2)
+    rows = reproduce("table2", store, scale, data, fitter="fast", executor=LocalExecutor(2))
 
 For each family of the table, the net named in its `net` column (the widest range of the family, except
 Crop: the paper finetuned Crop 256, "center from 256x256", not the widest Crop 320, and so do we) is
@@ -17,13 +17,13 @@ transforms), train (the store job and our Caffe solver).
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from replicate import paper, pipeline, zoo
 from replicate.config import FITTER_SEED, Scale, get_scale
+from replicate.executors import LocalExecutor
 from replicate.experiment_data import ExperimentData
 from replicate.finetune import train
 from replicate.finetune.views import family_rows, row_view
@@ -54,7 +54,7 @@ def nets_of(table: str) -> dict[str, zoo.Net]:
 
 
 def reproduce(table: str, store: Store, scale: Scale, data: ExperimentData, *, fitter: str = "fast",
-              dropout: str = "caffe", device: str = "cpu", workers: int = 1, progress: bool = True,
+              dropout: str = "caffe", device: str = "cpu", executor: LocalExecutor | None = None, progress: bool = True,
               families: list[str] | None = None) -> list[dict]:
     """Every row of paper_tables/<table>.csv (or of `families` only): one dict per row with keys family,
     net (Table 3 name), row, paper_label, original (% reproduced, before finetuning), finetune (% after),
@@ -63,16 +63,16 @@ def reproduce(table: str, store: Store, scale: Scale, data: ExperimentData, *, f
     nets = nets_of(table)
     dataset = rows[0].dataset
     chosen = [f for f in nets if families is None or f in families]
-    pipeline.collect(store, scale, [dataset], {dataset: data}, dropout, device, workers, progress,
+    executor = executor or LocalExecutor(1)
+    pipeline.collect(store, scale, [dataset], {dataset: data}, dropout, device, executor, progress,
                      only={nets[f].id for f in chosen})
     tasks = [Task(str(store.root), scale.name, dataset, data, tuple(family_rows(rows, f)), fitter, dropout, device)
              for f in chosen]
     done: dict[str, list[dict]] = {}
     # Always in worker processes of one thread (as Table 3's training): a net's numbers never depend on
-    # `workers`, and no two processes ever compute the same store job (each family's jobs are its own).
-    with tqdm(total=len(tasks), desc=f"{table}: finetuning and measuring", unit="net", disable=not progress) as bar, \
-            mp.get_context("spawn").Pool(max(1, min(workers, len(tasks))), initializer=pipeline.worker_init) as pool:
-        for family, out in pool.imap_unordered(_run, tasks):
+    # `--workers` or the executor, and no two processes ever compute the same store job (each family's are its own).
+    with tqdm(total=len(tasks), desc=f"{table}: finetuning and measuring", unit="net", disable=not progress) as bar:
+        for family, out in executor.map(_run, tasks):
             done[family] = out
             bar.set_postfix_str(family)
             bar.update()

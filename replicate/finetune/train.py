@@ -17,7 +17,6 @@ written last, restores data cursors and RNGs), so the result equals an uninterru
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import asdict
@@ -33,7 +32,7 @@ from replicate.config import FINETUNE_CODE, FINETUNE_LAMBDAS, Scale, code_finger
 from replicate.experiment_data import ExperimentData
 from replicate.finetune.net import Lambdas, branch_layer, finetune_net, split_net
 from replicate.measure.phi import View, apply_view
-from replicate.store import RUNNING, Job, Store
+from replicate.store import Job, Store
 from replicate.training import job_for as train_job_for, resolved_net
 
 SNAPSHOT = re.compile(r"net_iter_(\d+)\.solverstate\.json$")
@@ -113,11 +112,10 @@ def finetune(job: Job, scale: Scale, dataset: str, data: ExperimentData, net: zo
                         "train it first (replicate.pipeline.collect)")
     weights = trained.dir / "net.caffemodel"
     resume = _snapshots(job.dir) if job.dir.exists() and not job.done else []
-    if resume:
-        job_dir = job.dir
-        (job_dir / RUNNING).write_text(str(os.getpid()))
-    else:
-        job_dir = job.begin()
+    job_dir = job.resume() if resume else job.begin()   # waits while another run finetunes this net
+    if job.done:   # it finished while we waited: use its result
+        job.release()
+        return job.result()
     net_param = finetune_prototxt(scale, dataset, data, net, len(branches))
     solver_p = solver_param(scale, dataset, net.seed)
     solver_p.net = str(job_dir / "train_val.prototxt")
