@@ -17,7 +17,7 @@ from replicate.pipeline import collect
 from replicate.store import Store
 
 ray = pytest.importorskip("ray")
-NETS = {"baseline_1", "rotation_20", "crop_256"}
+NETS = {"baseline_1", "rotation_20"}
 
 
 def results(store: Path) -> dict[str, bytes]:
@@ -108,6 +108,7 @@ def test_a_worker_that_cannot_see_the_store_is_named(ray_executor, tmp_path, mon
     monkeypatch.setattr(executors, "_probe", lambda root, token, paths: {**real(root, token, paths), "code": "other"})
     with pytest.raises(executors.UserError, match="runs code fingerprint other"):
         ray_executor.check(tmp_path, [tmp_path])
+    monkeypatch.setattr(executors, "_probe", real)
     with pytest.raises(executors.UserError, match="cannot see .*nowhere"):
         ray_executor.check(tmp_path, [tmp_path / "nowhere"])
 

@@ -8,6 +8,7 @@ import torch
 from convert.errors import UserError
 from replicate import cli, pipeline, zoo
 from replicate.config import get_scale
+from replicate.executors import LocalExecutor
 from replicate.experiment_data import data_for
 from replicate import experiments, options
 from replicate.experiments import base
@@ -25,7 +26,7 @@ def out(tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
     scale, store = get_scale("smoke"), Store(out / "store")
     data = data_for("rvl-cdip", scale, store, None, progress=False)
-    pipeline.collect(store, scale, ["rvl-cdip"], {"rvl-cdip": data}, "caffe", "cpu", 2, progress=False, only=NETS)
+    pipeline.collect(store, scale, ["rvl-cdip"], {"rvl-cdip": data}, "caffe", "cpu", LocalExecutor(2), progress=False, only=NETS)
     return out
 
 
