@@ -32,32 +32,40 @@ RAY_RETRIES = 3   # retries of a task whose worker died (a killed or preempted n
 RAY_INSTALL = "pip install 'caffe-replicate[ray]' (or ray==2.60.0)"
 
 
-class LocalExecutor:
+class Executor:
+    """Where tasks run: check() before the first map(), map() yields results as tasks finish, close() at the end."""
+    name = ""
+
+    def check(self, store_root: Path, paths: Sequence[Path]) -> None:
+        """UserError unless every worker sees the store at `store_root`, the `paths` and this code."""
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
+        """fn(task) for every task, each result as soon as its task is done (unordered)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the executor holds between maps."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
     """Tasks in spawned worker processes of one thread each (replicate.pipeline.worker_init)."""
     name = "local"
 
     def __init__(self, workers: int = 1):
         self.workers = workers
 
-    def check(self, store_root: Path, paths: Sequence[Path]) -> None:
-        """Nothing to check: the workers are this machine's processes."""
-
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
-        """fn(task) for every task, each result as soon as its task is done (unordered)."""
         if not tasks:
             return
-        from replicate.pipeline import worker_init
+        from replicate.pipeline import worker_init   # the workers are this machine's processes: nothing to check
         with mp.get_context("spawn").Pool(max(1, min(self.workers, len(tasks))), initializer=worker_init) as pool:
             yield from pool.imap_unordered(fn, tasks)
-
-    def close(self) -> None:
-        """Nothing held between maps."""
-
-    def __enter__(self) -> "LocalExecutor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _ray():
@@ -81,18 +89,18 @@ def _in_ray_worker(fn: Callable[[Any], Any], task: Any) -> Any:
     return fn(task)
 
 
-def _probe(store_root: str, token_file: str, paths: list[str]) -> dict:
-    """What one node sees: its host, whether the driver's token is readable in the store, its code, the data."""
+def _probe(token_file: str, paths: list[str]) -> dict:
+    """What one node sees: its host, the driver's token in the store (or why not), its code, the data."""
     import socket
     try:
         token = Path(token_file).read_text()
     except OSError as e:
         token = f"unreadable ({e.strerror or e})"
     return {"host": socket.gethostname(), "token": token, "code": code_fingerprint(FINETUNE_CODE),
-            "missing": [p for p in paths if not Path(p).exists()], "store": store_root}
+            "missing": [p for p in paths if not Path(p).exists()]}
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     """Tasks on a Ray cluster (module docstring); the driver only dispatches and reads results."""
     name = "ray"
 
@@ -128,7 +136,7 @@ class RayExecutor:
         token_file.write_text(token)
         try:
             refs = [ray.remote(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                    (_probe).remote(str(store_root), str(token_file), [str(p) for p in paths])
+                    (_probe).remote(str(token_file), [str(p) for p in paths])
                     for node in ray.nodes() if node.get("Alive")]
             seen = ray.get(refs)
         finally:
@@ -148,7 +156,6 @@ class RayExecutor:
                                 "mounts at the same path")
 
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
-        """fn(task) for every task as Ray tasks, each result as soon as its task is done (unordered)."""
         if not tasks:
             return
         ray = _ray()
@@ -172,12 +179,6 @@ class RayExecutor:
             _ray().shutdown()
             self._started = False
 
-    def __enter__(self) -> "RayExecutor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def _reachable(address: str, seconds: float = 5.0) -> None:
     """A quick TCP connect to the head's HOST:PORT (Ray itself retries an unreachable GCS for minutes)."""
@@ -193,12 +194,10 @@ def _reachable(address: str, seconds: float = 5.0) -> None:
                         "instance") from None
 
 
-def executor_for(name: str, workers: int = 1, device: str = "cpu", address: str | None = None):
-    """The named executor; UserError for an unknown name or --ray-address without --executor ray."""
+def executor_for(name: str, workers: int = 1, device: str = "cpu", address: str | None = None) -> Executor:
+    """The named executor (`address` is Ray's); UserError for an unknown name."""
     if name not in EXECUTORS:
         raise UserError(f"--executor {name!r}: expected one of {', '.join(EXECUTORS)}")
     if name == "local":
-        if address:
-            raise UserError(f"--ray-address {address}: only with --executor ray")
         return LocalExecutor(workers)
     return RayExecutor(workers, device, address)

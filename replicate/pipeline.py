@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from replicate import zoo
 from replicate.config import Scale, get_scale
-from replicate.executors import LocalExecutor
+from replicate.executors import Executor
 from replicate.experiment_data import ExperimentData
 from replicate.store import Store
 from replicate.training import job_for, train
@@ -52,12 +52,14 @@ def _run(task: Task) -> tuple[str, str, dict]:
 
 
 def collect(store: Store, scale: Scale, datasets: list[str], data: dict[str, ExperimentData],
-            dropout: str, device: str, executor: LocalExecutor, progress: bool = True,
+            dropout: str, device: str, executor: Executor, progress: bool = True,
             only: set[str] | None = None) -> dict[str, dict[str, float]]:
     """Accuracy of every Table 3 network (or of the net ids in `only`): stored results, plus training the missing."""
     results: dict[str, dict[str, float]] = {d: {} for d in datasets}
     pending = []
     for dataset in datasets:
+        for net_id in sorted((only or set()) - {n.id for n in zoo.nets(dataset)}):
+            zoo.get(net_id, dataset)   # an unknown id: UserError listing the valid ones
         for net in (n for n in zoo.nets(dataset) if only is None or n.id in only):
             job = job_for(store, scale, dataset, data[dataset], net, dropout)
             if job.done:

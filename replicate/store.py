@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from convert.errors import UserError
 from convert.protoio import atomic_write
@@ -77,18 +77,22 @@ class Job:
         except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
             raise UserError(f"results store: entry {path} is corrupt ({e}); rerun with --rebuild {self.name}") from None
 
-    def begin(self) -> Path:
-        """Claim the job and start it afresh: its directory holding only its config and our claim.
+    def begin(self, resumable: Callable[[Path], bool] | None = None) -> Path:
+        """Claim the job and start it afresh (or continue it): its directory holding its config and our claim.
 
         The claim is claim.json in the job directory (see `claim`), held until finish() or release().
-        While another live process holds it, begin() waits; what a killed run left is cleared, but a
-        job another process finished meanwhile is kept as it is: check `done` after begin() and
-        release() to use its result. history.log, the job's attempts, is kept.
+        While another live process holds it, begin() waits; a job another process finished meanwhile
+        is kept as it is: check `done` after begin() and release() to use its result. What a killed run
+        left is cleared, unless `resumable(dir)` says it can be continued (a job with snapshots), which
+        is judged only once the claim is ours. history.log, the job's attempts, is kept.
         """
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             claim(self.dir / CLAIM)
             if self.done:
+                return self.dir
+            if resumable is not None and resumable(self.dir):
+                self._log("resume")
                 return self.dir
             for entry in self.dir.iterdir():   # a partial run: everything in it is recomputed
                 if entry.name not in (CLAIM, HISTORY):
@@ -97,16 +101,6 @@ class Job:
             self._log("start")
         except OSError as e:
             raise UserError(f"{self.dir}: cannot start the {self.kind} job {self.name!r} ({e.strerror or e})") from None
-        return self.dir
-
-    def resume(self) -> Path:
-        """Claim the job without clearing what a killed run left (for jobs that continue from snapshots)."""
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            claim(self.dir / CLAIM)
-            self._log("resume")
-        except OSError as e:
-            raise UserError(f"{self.dir}: cannot resume the {self.kind} job {self.name!r} ({e.strerror or e})") from None
         return self.dir
 
     def finish(self, result: dict) -> dict:
@@ -181,8 +175,7 @@ def claim(path: Path) -> None:
         key = ((holder or {}).get("token"), mtime)
         if watched is None or watched[:2] != key:
             watched = (*key, time.monotonic())
-        if (holder is not None and holder["host"] == HOST and not _pid_alive(holder["pid"])) \
-                or time.monotonic() - watched[2] > STALE_SECONDS:
+        if (holder is not None and _gone_here(holder)) or time.monotonic() - watched[2] > STALE_SECONDS:
             _take_over(path, watched[0])
             watched = None
             continue
@@ -242,19 +235,22 @@ def _mtime(path: Path) -> float | None:
 def _dead(path: Path, holder: dict) -> bool:
     """Whether a claim's holder is gone: a dead process here, or no heartbeat for STALE_SECONDS (by our clock)."""
     if holder["host"] == HOST:
-        return not _pid_alive(holder["pid"])
+        return _gone_here(holder)
     mtime = _mtime(path)
     return mtime is None or time.time() - mtime > STALE_SECONDS
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, OverflowError):
+def _gone_here(holder: dict) -> bool:
+    """Whether a claim's holder ran on this host and its process is gone (no heartbeat needs watching)."""
+    if holder["host"] != HOST:
         return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except (ProcessLookupError, ValueError, OverflowError):
+        return True
     except PermissionError:   # alive, another user's
         pass
-    return True
+    return False
 
 
 def _start_heartbeat() -> None:

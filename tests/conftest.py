@@ -31,3 +31,12 @@ def rel_err(ours, ref) -> float:
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
     scale = np.abs(ref).max()
     return float(np.abs(ours - ref).max() / (scale if scale > 0 else 1.0))
+
+
+@pytest.fixture(scope="session")
+def table3_smoke(tmp_path_factory) -> Path:
+    """`replicate table3 --scale smoke` with the local executor, both datasets: the reference other runs must equal."""
+    from replicate import cli
+    out = tmp_path_factory.mktemp("table3")
+    assert cli.main(["table3", "--scale", "smoke", "--out", str(out), "--quiet"]) == 0
+    return out

@@ -33,10 +33,8 @@ def table_rows(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("table3")
-    assert run_table3(out) == 0
-    return out
+def smoke_run(table3_smoke) -> Path:
+    return table3_smoke   # conftest: the whole smoke table, trained once per session
 
 
 def test_table_has_every_net_with_published_and_reproduced_numbers(smoke_run):

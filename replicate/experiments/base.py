@@ -24,6 +24,7 @@ from replicate import claims as claim_engine
 from replicate import options as opts
 from replicate import paper, pipeline, zoo
 from replicate.config import Scale, code_fingerprint, get_scale
+from replicate.executors import Executor, executor_for
 from replicate.experiment_data import ExperimentData, data_for
 from replicate.measure.phi import Source
 from replicate.store import Store
@@ -39,7 +40,8 @@ class Context:
     options: opts.RunOptions
     started: float = field(default_factory=time.time)
     _data: dict = field(default_factory=dict)
-    _executor: Any = None
+    _executor: Executor | None = None
+    _checked: set = field(default_factory=set)   # data roots the executor's workers were checked to see
 
     @property
     def scale(self) -> Scale:
@@ -64,13 +66,15 @@ class Context:
         return Source(self.store, self.scale, dataset, self.data(dataset), self.data(measured_on or dataset), net,
                       self.options.dropout, self.options.device)
 
-    def executor(self):
-        """The run's executor (replicate.executors), made and checked (store, code, data) on first use."""
+    def executor(self) -> Executor:
+        """The run's executor (replicate.executors), made on first use and checked for every data set loaded since."""
         if self._executor is None:
-            from replicate.executors import executor_for
             options = self.options
             self._executor = executor_for(options.executor, options.workers, options.device, options.ray_address)
-            self._executor.check(self.store.root, [self.store.root, *(data.root for data in self._data.values())])
+        unchecked = [data.root for data in self._data.values() if data.root not in self._checked]
+        if unchecked or not self._checked:
+            self._executor.check(self.store.root, unchecked)   # the store, the code and these data
+            self._checked.update(unchecked or [self.store.root])
         return self._executor
 
     def close(self) -> None:
@@ -78,6 +82,7 @@ class Context:
         if self._executor is not None:
             self._executor.close()
             self._executor = None
+            self._checked.clear()
 
     def record(self, **extra: Any) -> dict[str, Any]:
         """The configuration every output of this run records."""

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from replicate import paper, pipeline, zoo
 from replicate.config import FITTER_SEED, Scale, get_scale
-from replicate.executors import LocalExecutor
+from replicate.executors import Executor, LocalExecutor
 from replicate.experiment_data import ExperimentData
 from replicate.finetune import train
 from replicate.finetune.views import family_rows, row_view
@@ -54,7 +54,7 @@ def nets_of(table: str) -> dict[str, zoo.Net]:
 
 
 def reproduce(table: str, store: Store, scale: Scale, data: ExperimentData, *, fitter: str = "fast",
-              dropout: str = "caffe", device: str = "cpu", executor: LocalExecutor | None = None, progress: bool = True,
+              dropout: str = "caffe", device: str = "cpu", executor: Executor | None = None, progress: bool = True,
               families: list[str] | None = None) -> list[dict]:
     """Every row of paper_tables/<table>.csv (or of `families` only): one dict per row with keys family,
     net (Table 3 name), row, paper_label, original (% reproduced, before finetuning), finetune (% after),

@@ -111,8 +111,8 @@ def finetune(job: Job, scale: Scale, dataset: str, data: ExperimentData, net: zo
         raise UserError(f"finetune {net.id}: its Table 3 net is not trained ({trained.dir}, {trained.state}); "
                         "train it first (replicate.pipeline.collect)")
     weights = trained.dir / "net.caffemodel"
-    resume = _snapshots(job.dir) if job.dir.exists() and not job.done else []
-    job_dir = job.resume() if resume else job.begin()   # waits while another run finetunes this net
+    job_dir = job.begin(resumable=lambda d: bool(_snapshots(d)))   # waits while another run finetunes this net
+    resume = _snapshots(job_dir)   # what a killed run left, kept by begin(); empty for a fresh start
     if job.done:   # it finished while we waited: use its result
         job.release()
         return job.result()
