@@ -22,9 +22,14 @@ ILSVRC_FIT_IMAGES = 50_000
 
 def splits(source: Source) -> tuple[str, int | None, str]:
     """(fit split, its record limit, report split) for the measured data."""
-    if source.images.eval_split == "val":   # ILSVRC: no labelled test split
+    return splits_for(source.images.eval_split)
+
+
+def splits_for(eval_split: str) -> tuple[str, int | None, str]:
+    """(fit split, its record limit, report split) of data whose labelled evaluation split is `eval_split`."""
+    if eval_split == "val":   # ILSVRC: no labelled test split
         return "train", ILSVRC_FIT_IMAGES, "val"
-    return "val", None, source.images.eval_split
+    return "val", None, eval_split
 
 
 def setting_job(source: Source, ref: View, view: View, fitter: str, seed: int = 0) -> Job:
