@@ -225,7 +225,7 @@ class Net(nn.Module):
 
     def loss(self, blobs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The objective: sum of loss-weighted blobs (Caffe's Net::ForwardBackward loss)."""
-        total = torch.zeros(())
+        total = torch.zeros((), device=next(iter(blobs.values())).device if blobs else None)
         for name, weight in self.loss_weights.items():
             total = total + weight * blobs[name].sum()
         return total
@@ -335,8 +335,8 @@ def _check_bottom_count(cls: type, lp: pb.LayerParameter) -> None:
 
 def _as_blob(value) -> torch.Tensor:
     """An input as a tensor: floating torch tensors keep their dtype (float64 gradchecks), all else is float32."""
-    if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return value
+    if isinstance(value, torch.Tensor):
+        return value if value.is_floating_point() else value.float()   # stays on its device
     return torch.as_tensor(np.asarray(value), dtype=torch.float32)
 
 

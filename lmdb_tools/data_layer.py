@@ -92,5 +92,12 @@ class DataLayer(CaffeLayer):
     def forward(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         data, labels = self.next_batch()
         device = self._device_anchor.device
-        tops = (torch.from_numpy(data).to(device), torch.from_numpy(labels).to(device))
+        tops = (_to(torch.from_numpy(data), device), _to(torch.from_numpy(labels), device))
         return tops if len(self.param.top) == 2 else tops[0]
+
+
+def _to(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU batch on the net's device: to a GPU through pinned memory, copied without blocking the host."""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)

@@ -104,6 +104,9 @@ class Solver:
             self.device = torch.device(device)
         except RuntimeError as e:
             raise UserError(f"device {device!r}: {e}") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device {device!r}: no CUDA device is visible to torch (this build: {torch.__version__}); "
+                            "install a CUDA build of torch or train on the cpu")
         self.progress = progress
         torch.manual_seed(self.seed)
 
@@ -511,6 +514,7 @@ class Solver:
         """Cursors and RNG states that make a resumed run continue exactly (the sidecar's payload)."""
         encode = lambda t: base64.b64encode(t.cpu().numpy().tobytes()).decode()
         return {"torch_rng": encode(torch.get_rng_state()),
+                **({"cuda_rng": encode(torch.cuda.get_rng_state(self.device))} if self.device.type == "cuda" else {}),
                 "nets": {name: {"generator": encode(net.ctx.generator.get_state()),
                                 "data_layers": [{"cursor": layer.cursor,
                                                  "rng": layer.transformer.rng.bit_generator.state}
@@ -533,8 +537,10 @@ class Solver:
                         raise ValueError(f"cursor {st['cursor']!r} of net {name} is not a record index")
                     layers.append((st["cursor"], st["rng"]))
                 nets[name] = (_rng_bytes(entry["generator"], net.ctx.generator.get_state(), f"net {name}"), layers)
+            cuda = {"cuda_rng": _rng_bytes(saved["cuda_rng"], torch.cuda.get_rng_state(self.device), "cuda")} \
+                if self.device.type == "cuda" and "cuda_rng" in saved else {}
             return {"torch_rng": _rng_bytes(saved["torch_rng"], torch.get_rng_state(), "torch"), "nets": nets,
-                    "dropout": saved.get("dropout")}
+                    "dropout": saved.get("dropout"), **cuda}
         except KeyError as e:
             detail = f"no {e} entry"
         except (ValueError, TypeError, AttributeError, OverflowError, RecursionError, RuntimeError,
@@ -546,6 +552,8 @@ class Solver:
     def _set_rng_state(self, saved: dict) -> None:
         """Apply a sidecar read by _read_sidecar."""
         torch.set_rng_state(saved["torch_rng"])
+        if "cuda_rng" in saved:   # dropout masks drawn on the GPU (a snapshot of a GPU run, resumed on one)
+            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
         for name, net in self._nets().items():
             generator, layers = saved["nets"][name]
             net.ctx.generator.set_state(generator)

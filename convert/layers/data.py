@@ -42,6 +42,9 @@ class DummyData(CaffeLayer):
             raise UserError(f"layer {param.name!r}: dummy_data_param needs 1 or {tops} shapes and fillers")
         self.top_shapes = shapes * tops if len(shapes) == 1 else shapes
         self.fillers = fillers * tops if len(fillers) == 1 else fillers
+        self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
 
     def forward(self):
-        return tuple(fill(f, s, self.ctx.generator) for f, s in zip(self.fillers, self.top_shapes))
+        # Filled by the net's CPU generator (the same numbers on every device), then moved to the net's device.
+        device = self._device_anchor.device
+        return tuple(fill(f, s, self.ctx.generator).to(device) for f, s in zip(self.fillers, self.top_shapes))
