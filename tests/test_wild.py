@@ -66,6 +66,10 @@ CASES = {
     "faster_rcnn_zf": Case({"data": (1, 3, 96, 96)}, cut=("rpn_cls_prob_reshape", "rpn_bbox_pred"),
                            opencv="OpenCV cannot"),
     "fast_rcnn_vgg_cnn_s_v1": Case({}, error=r"fast_rcnn_vgg_cnn_s_v1\.prototxt:\d+:\d+: .*ROI_POOLING"),
+    "xception": Case({"data": (1, 3, 75, 75)}),   # sides 299 - 32k: its stride-2 branches meet only there
+    "resnext50_32x4d": Case({"data": (1, 3, 64, 64)}, opencv="kernel[i] > 0"),   # OpenCV cannot; cause not found yet
+    "inception_v3": Case({"data": (1, 3, 139, 139)}),
+    "yolov3": Case({"data": (1, 3, 64, 64)}, opencv="OpenCV cannot"),   # no Upsample in OpenCV
     "yolov3_tiny": Case({"data": (1, 3, 64, 64)},
                         error=r"layer 'layer21-route' \(Concat\): cannot concatenate"),
 }
