@@ -21,7 +21,7 @@ from replicate.config import get_scale
 from replicate.executors import RayExecutor, executor_for
 from replicate.experiment_data import data_for
 from replicate.pipeline import collect
-from replicate.store import Store
+from replicate.store import HOST, Store
 
 ray = pytest.importorskip("ray")
 NETS = {"baseline_1", "rotation_20"}
@@ -95,14 +95,17 @@ def test_a_killed_ray_worker_is_retried_and_the_nets_equal_the_uninterrupted_one
     killed: list[int] = []
 
     def kill_first_training_worker():
+        # Only a worker mid-training: its attempt's start is logged and its result not yet written (a kill
+        # between claiming and logging, or after finishing, would leave nothing to retry for that net).
         deadline = time.time() + 120
         while not killed and time.time() < deadline:
             for claim in store.root.glob("train-*/*/claim.json"):
                 try:
                     pid = json.loads(claim.read_text())["pid"]
+                    started = f" start {HOST} {pid}" in (claim.parent / "history.log").read_text()
                 except (OSError, ValueError):
                     continue
-                if pid != os.getpid():
+                if pid != os.getpid() and started and not (claim.parent / "result.json").exists():
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                     return
