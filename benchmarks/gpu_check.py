@@ -106,7 +106,7 @@ def training(device: str, quick: bool) -> list[dict]:
     iterations = 2 if quick else 200
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         data = plan.synthetic_data(Path(tmp), scale, dataset)
-        ours, batch = plan._train_rate(Path(tmp), scale, dataset, data, device, iterations)
+        ours, batch = plan.train_rate(Path(tmp), scale, dataset, data, device, iterations)
     rows = [{"runner": "our Solver + Net + Data layer (fp32)", "batch": batch, "iterations": iterations,
              "images_per_second": ours, "fc8_vs_fp32": 0.0}]
     channels, classes = (1, 16) if dataset == "rvl-cdip" else (3, 1000)

@@ -37,7 +37,7 @@ from lmdb_tools.mean import write_mean
 from replicate import paper, zoo
 from replicate.config import MEASURE_ONLY_SPLITS, Scale, finetune_schedule
 from replicate.experiment_data import ExperimentData, crop_side, write_lmdb
-from replicate.experiments.invariance import SPECS, requests
+from replicate.experiments.invariance import CROSS_DOMAIN, SPECS, requests
 from replicate.finetune import nets_of
 from replicate.finetune.views import family_rows, row_view
 from replicate.measure import study
@@ -215,7 +215,6 @@ EXPERIMENTS = {"table3": table3, **{name: figure(name) for name in SPECS}, "+".j
 
 def datasets_of(chosen: list[str]) -> set[str]:
     """The datasets the chosen training datasets are measured on too (Fig. 10: ANDOC)."""
-    from replicate.experiments.invariance import CROSS_DOMAIN
     return {*chosen, *(CROSS_DOMAIN[d] for d in chosen if d in CROSS_DOMAIN)}
 
 
@@ -274,8 +273,8 @@ def calibrate(scale: Scale, dataset: str, device: str = "cpu", iterations: int =
     try:
         with tempfile.TemporaryDirectory(prefix="replicate-plan-") as tmp:
             data = synthetic_data(Path(tmp), scale, dataset)
-            train_ips, batch = _train_rate(Path(tmp), scale, dataset, data, device, iterations)
-            forward_ips = _forward_rate(Path(tmp), scale, dataset, data, device, iterations)
+            train_ips, batch = train_rate(Path(tmp), scale, dataset, data, device, iterations)
+            forward_ips = forward_rate(Path(tmp), scale, dataset, data, device, iterations)
         dim = min(fc7_width(scale, dataset), CALIBRATION_DIM)
         samples = [k * dim for k in CALIBRATION_SAMPLES]
         seconds = [_fit_seconds(n, dim, device) for n in samples]
@@ -302,8 +301,9 @@ def synthetic_data(root: Path, scale: Scale, dataset: str) -> ExperimentData:
     return ExperimentData(root, classes, channels, "test", "synthetic")
 
 
-def _train_rate(root: Path, scale: Scale, dataset: str, data: ExperimentData, device: str,
+def train_rate(root: Path, scale: Scale, dataset: str, data: ExperimentData, device: str,
                 iterations: int) -> tuple[float, int]:
+    """(training images/s of the scale's baseline net through our Solver and Data layer on `data`, images per iteration)."""
     from replicate.solver import Solver
     from replicate.training import resolved_net, resolved_solver
     net = zoo.get("baseline_1", dataset)
@@ -318,7 +318,8 @@ def _train_rate(root: Path, scale: Scale, dataset: str, data: ExperimentData, de
     return round(iterations * solver.images_per_iter / (time.perf_counter() - started), 2), solver.images_per_iter
 
 
-def _forward_rate(root: Path, scale: Scale, dataset: str, data: ExperimentData, device: str, iterations: int) -> float:
+def forward_rate(root: Path, scale: Scale, dataset: str, data: ExperimentData, device: str, iterations: int) -> float:
+    """Forward images/s (TEST phase, to fc7) of the scale's baseline net on `data`."""
     from convert.net import Net
     from replicate.training import resolved_net
     net = Net(resolved_net(scale, dataset, data, zoo.get("baseline_1", dataset), "test"), pb.TEST, root=root).to(device)

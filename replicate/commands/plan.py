@@ -49,7 +49,8 @@ def calibrations(resolved: options.RunOptions, calibrate: bool, iterations: int)
             measured = plan.calibrate(get_scale(resolved.scale), dataset, resolved.device, iterations)
             measured.update(host=socket.gethostname(), date=time.strftime("%Y-%m-%d %H:%M"))
             atomic_write(path, (json.dumps(measured, indent=1) + "\n").encode())
-        if path.exists():
+            found[dataset] = measured
+        elif path.exists():
             try:
                 found[dataset] = json.loads(path.read_text())
             except ValueError as e:

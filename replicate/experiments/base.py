@@ -68,13 +68,14 @@ class Context:
 
     def executor(self) -> Executor:
         """The run's executor (replicate.executors), made on first use and checked for every data set loaded since."""
-        if self._executor is None:
+        fresh = self._executor is None
+        if fresh:
             options = self.options
             self._executor = executor_for(options.executor, options.workers, options.device, options.ray_address)
         unchecked = [data.root for data in self._data.values() if data.root not in self._checked]
-        if unchecked or not self._checked:
+        if fresh or unchecked:
             self._executor.check(self.store.root, unchecked)   # the store, the code and these data
-            self._checked.update(unchecked or [self.store.root])
+            self._checked.update(unchecked)
         return self._executor
 
     def close(self) -> None:
