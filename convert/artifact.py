@@ -11,7 +11,8 @@ Contents (a plain dict, loadable with torch.load(weights_only=True)):
   Caffe's blob order and shapes, float32;
 - "preprocessing": the data layer's transform (scale, mean values or the mean image as a tensor,
   crop size, BGR channel order), so preprocessing travels with the weights;
-- "metadata": where it came from (source files, converter options).
+- "metadata": where it came from (source files, converter options);
+- "pooling": the net's pooling output-size rule (convert.layers.base.POOLING_RULES; absent = "caffe").
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from google.protobuf import text_format
 from convert import caffe_pb2 as pb
 from convert import protoio
 from convert.errors import UserError
+from convert.layers.base import POOLING_CAFFE
 from convert.net import Net
 
 FORMAT = "replicate-caffe-artifact/1"
@@ -36,7 +38,8 @@ def save_artifact(path: str | os.PathLike, net: Net, deploy_param: pb.NetParamet
     state = {f"{lp.name}.{i}": blob.detach().cpu().float().clone()
              for lp, layer in net.named_layers() for i, blob in enumerate(layer.caffe_blobs)}
     payload = {"format": FORMAT, "prototxt": text_format.MessageToString(deploy_param), "state": state,
-               "preprocessing": dict(preprocessing or {}), "metadata": dict(metadata or {})}
+               "preprocessing": dict(preprocessing or {}), "metadata": dict(metadata or {}),
+               "pooling": net.ctx.pooling}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     protoio.atomic_write(path, buffer.getvalue())
@@ -59,7 +62,7 @@ def load_artifact(path: str | os.PathLike) -> Net:
     """The Net of an artifact, weights loaded, with `.preprocessing` and `.metadata` attached."""
     payload = read_artifact(path)
     net_param = protoio.parse_text_proto(payload["prototxt"], pb.NetParameter, source=f"{path}:prototxt")
-    net = Net(net_param)
+    net = Net(net_param, pooling=payload.get("pooling", POOLING_CAFFE))
     state = payload["state"]
     for lp, layer in net.named_layers():
         if layer.blob_names:

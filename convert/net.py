@@ -27,7 +27,7 @@ from torch import nn
 from convert import caffe_pb2 as pb
 from convert import protoio
 from convert.errors import UserError, about
-from convert.layers.base import DROPOUT_CAFFE, CaffeLayer, NetContext, Shape
+from convert.layers.base import DROPOUT_CAFFE, POOLING_CAFFE, POOLING_RULES, CaffeLayer, NetContext, Shape
 from convert.registry import layer_class
 
 
@@ -93,15 +93,18 @@ class Net(nn.Module):
     """A Caffe NetParameter instantiated for one phase; call with input tensors, get blobs by name."""
 
     def __init__(self, net_param: pb.NetParameter, phase: int = pb.TEST, *, root: str | os.PathLike | None = None,
-                 seed: int = 0, dropout: str = DROPOUT_CAFFE, level: int = 0, stages: Sequence[str] = ()):
+                 seed: int = 0, dropout: str = DROPOUT_CAFFE, level: int = 0, stages: Sequence[str] = (),
+                 pooling: str = POOLING_CAFFE):
         super().__init__()
+        if pooling not in POOLING_RULES:
+            raise UserError(f"pooling rule {pooling!r}: expected one of {', '.join(POOLING_RULES)}")
         state = pb.NetState(phase=phase, level=level, stage=list(stages))
         if net_param.HasField("state"):  # the prototxt's own state, overridden by the explicit phase
             state.MergeFrom(net_param.state)
             state.phase = phase
         gen = torch.Generator().manual_seed(seed)
         self.ctx = NetContext(phase=phase, root=Path(root) if root else Path.cwd(), seed=seed,
-                              dropout=dropout, generator=gen)
+                              dropout=dropout, pooling=pooling, generator=gen)
         self.name = net_param.name
         self.layer_params: list[pb.LayerParameter] = []
         self.layers = nn.ModuleList()
@@ -128,9 +131,8 @@ class Net(nn.Module):
             layer: CaffeLayer = cls(spec, [self.blob_shapes[b] for b in lp.bottom], self.ctx)
         except UserError as e:  # name the layer's type too: "layer 'x' (Type): why"
             bare = f"layer {lp.name!r}: "
-            if str(e).startswith(bare):
-                raise UserError(f"layer {lp.name!r} ({lp.type}): {str(e)[len(bare):]}") from None
-            raise
+            message = f"layer {lp.name!r} ({lp.type}): {str(e)[len(bare):]}" if str(e).startswith(bare) else str(e)
+            raise UserError(message + self._darknet_hint()) from None
         if len(layer.top_shapes) != len(lp.top):
             raise UserError(f"layer {lp.name!r} ({lp.type}): has {len(lp.top)} tops, the layer type produces "
                             f"{len(layer.top_shapes)}")
@@ -149,6 +151,18 @@ class Net(nn.Module):
                 layer.load_blobs([protoio.blob_to_array(b) for b in lp.blobs])
         self.layer_params.append(spec)
         self.layers.append(layer)
+
+    def _darknet_hint(self) -> str:
+        """A size error after a stride-1 pooling that shrinks its input (Darknet's 2x2/1 max pool, which keeps
+        the size in the Darknet2Caffe fork) points at the darknet rule; "" otherwise or when it is on."""
+        if self.ctx.pooling != POOLING_CAFFE:
+            return ""
+        shrinking = [lp.name for lp, layer in zip(self.layer_params, self.layers) if lp.type == "Pooling"
+                     and not layer.global_pooling and layer.stride[0] == 1 and (layer.kernel[0] - 1) % 2 == 1]
+        if not shrinking:
+            return ""
+        return (f"; stride-1 pooling {shrinking[0]!r} shrinks its input here but keeps its size in Darknet2Caffe "
+                "nets (YOLO): try the darknet pooling rule (--pooling darknet)")
 
     def _net_outputs(self) -> list[str]:
         """Blobs produced and not consumed afterwards, in production order (Caffe's net outputs)."""

@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 from convert import caffe_pb2 as pb
 from convert import protoio
 from convert.errors import UserError
-from convert.layers.base import NetContext, legacy_equivalent
+from convert.layers.base import POOLING_CAFFE, NetContext, legacy_equivalent
 from convert.layers.common import canonical_axis
 from convert.layers.vision import conv_geometry
 from convert.registry import layer_class
@@ -54,13 +54,13 @@ def weights_by_layer(model: pb.NetParameter) -> dict[str, list[np.ndarray]]:
 class _Graph:
     """Nodes, initializers and value shapes of the graph being written."""
 
-    def __init__(self, weights: Mapping[str, list[np.ndarray]], source: str):
+    def __init__(self, weights: Mapping[str, list[np.ndarray]], source: str, pooling: str = POOLING_CAFFE):
         self.source = source  # names the weights in messages
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.shapes: dict[str, Shape] = {}
         self.weights = weights
-        self.ctx = NetContext()
+        self.ctx = NetContext(pooling=pooling)   # the layers' own parsing gives shapes by the net's rules
 
     def node(self, op: str, inputs: Sequence[str], outputs: Sequence[str], name: str, **attrs) -> None:
         self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=name, **attrs))
@@ -636,10 +636,12 @@ def _net_outputs(layers: Sequence[pb.LayerParameter]) -> list[str]:
 
 def to_onnx(net_param: pb.NetParameter, weights: pb.NetParameter | Mapping[str, list[np.ndarray]], *,
             outputs: Sequence[str] | None = None, fold_bn: bool = False,
-            metadata: Mapping[str, object] | None = None, weights_source: str = "the weights") -> onnx.ModelProto:
+            metadata: Mapping[str, object] | None = None, weights_source: str = "the weights",
+            pooling: str = POOLING_CAFFE) -> onnx.ModelProto:
     """Convert a deploy net (Input layers, TEST phase; see convert.deploy) with its weights to ONNX.
 
-    weights_source names the weights in error messages (e.g. "w.caffemodel does not fit net.prototxt").
+    weights_source names the weights in error messages (e.g. "w.caffemodel does not fit net.prototxt");
+    pooling is the net's pooling output-size rule (convert.layers.base.POOLING_RULES), as for Net.
     """
     if isinstance(weights, pb.NetParameter):
         weights = weights_by_layer(weights)
@@ -666,7 +668,7 @@ def to_onnx(net_param: pb.NetParameter, weights: pb.NetParameter | Mapping[str, 
         raise UserError(f"layer {lp.name!r}: layer type {lp.type!r} has no ONNX conversion{why}; convertible: "
                         + ", ".join(sorted([*CONVERTERS, *ALIAS_TYPES, "Input"])))
 
-    g = _Graph(weights, weights_source)
+    g = _Graph(weights, weights_source, pooling)
     last_writer = {t: i for i, lp in enumerate(layers) for t in lp.top if lp.type not in ALIAS_TYPES}
     current: dict[str, str] = {}
     graph_inputs = []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.errors import UserError
-from convert.layers.base import DROPOUT_CAFFE, DROPOUT_PAPER
+from convert.layers.base import DROPOUT_CAFFE, DROPOUT_PAPER, POOLING_CAFFE, POOLING_RULES
 from replicate import config, executors
 from replicate.measure import fitters, metrics
 
@@ -83,6 +83,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict, Any]] = {
     "dropout": (("--dropout",), dict(default=config.DEFAULT_DROPOUT, choices=[DROPOUT_CAFFE, DROPOUT_PAPER],
                                      help="test-time dropout of the nets and of phi (caffe: identity at TEST; "
                                           "paper: halve at TEST)"), None),
+    "pooling": (("--pooling",), dict(default=POOLING_CAFFE, choices=list(POOLING_RULES),
+                                     help="pooling output sizes: caffe (BVLC) or darknet (the Darknet2Caffe fork's "
+                                          "extra window when kernel - stride is odd, for YOLO nets)"), None),
     "workers": (("--workers",), dict(type=int, help="processes at once, >= 1 (default: all CPU cores)"), _workers),
     "executor": (("--executor",), dict(default=config.DEFAULT_EXECUTOR, choices=list(executors.EXECUTORS),
                                        help="where jobs run: local (a pool of --workers processes) or ray "

@@ -20,6 +20,14 @@ Shape = tuple[int, ...]
 DROPOUT_CAFFE = "caffe"
 DROPOUT_PAPER = "paper"
 
+# Pooling output-size rules. caffe: BVLC's ceil((H + 2p - k) / s) + 1. darknet: the Darknet2Caffe fork's
+# (ChenYingpeng/caffe-yolov3, caffe_layers/pooling_layer/pooling_layer.cpp) one extra window on both axes
+# when kernel_h - stride_h is odd and positive, which keeps YOLOv3-tiny's 2x2 stride-1 max pooling at its
+# input size as Darknet does; no field of the model's files says which rule its Caffe used.
+POOLING_CAFFE = "caffe"
+POOLING_DARKNET = "darknet"
+POOLING_RULES = (POOLING_CAFFE, POOLING_DARKNET)
+
 
 @dataclass
 class NetContext:
@@ -28,6 +36,7 @@ class NetContext:
     root: Path = field(default_factory=Path.cwd)   # relative paths in the prototxt resolve here, as in Caffe
     seed: int = 0                        # seeds fillers and data-layer randomness (crop, mirror)
     dropout: str = DROPOUT_CAFFE         # test-time dropout convention
+    pooling: str = POOLING_CAFFE         # pooling output-size rule (POOLING_RULES)
     generator: torch.Generator | None = None  # filler RNG, created by the net from seed
     budget: Budget = field(default_factory=Budget)  # the net's blob memory, charged before allocating
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from convert import caffe_pb2 as pb
 from convert.errors import UserError
-from convert.layers.base import CaffeLayer, NetContext, Shape
+from convert.layers.base import POOLING_DARKNET, CaffeLayer, NetContext, Shape
 from convert.registry import register
 
 
@@ -118,6 +118,9 @@ class Pooling(CaffeLayer):
     window's extent clipped to [-p, H + p): padding counts, the ceil overhang beyond it does not.
     A second top of MAX pooling is Caffe's mask: the winner's index h * W + w in its plane (the first
     maximum in scan order), as floats. The forks' bool ceil_mode is read as round_mode (protoio).
+    With the net's darknet pooling rule (NetContext.pooling), Darknet2Caffe's fork adds one window on
+    both axes when kernel_h - stride_h is odd (its condition looks at the h axis only); the extra window
+    is clipped at the image edge like any ceil overhang.
     """
 
     def __init__(self, param: pb.LayerParameter, bottom_shapes, ctx: NetContext):
@@ -146,12 +149,16 @@ class Pooling(CaffeLayer):
             if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
                 raise UserError(f"layer {name!r}: pad must be smaller than the kernel")
         self.ceil = pp.round_mode == pb.PoolingParameter.CEIL
+        self.darknet_window = (ctx.pooling == POOLING_DARKNET and not self.global_pooling
+                               and (self.kernel[0] - self.stride[0]) % 2 == 1 and self.kernel[0] > self.stride[0])
         self.top_shapes = [(n, c, self.output_size(h, 0), self.output_size(w, 1))]
         if min(self.top_shapes[0][2:]) < 1:
             raise UserError(f"layer {name!r}: output would be {self.top_shapes[0][2]}x{self.top_shapes[0][3]} for a "
                             f"{h}x{w} input with kernel {self.kernel}, stride {self.stride}, pad {self.pad}")
         self.with_mask = len(param.top) == 2 and self.method == pb.PoolingParameter.MAX
         if self.with_mask:
+            if self.darknet_window:
+                raise UserError(f"layer {name!r}: a mask top is not supported with the darknet pooling rule")
             if 2 * self.pad[0] > self.kernel[0] or 2 * self.pad[1] > self.kernel[1] or self._empty_last_window(h, w):
                 raise UserError(f"layer {name!r}: a mask top needs pad <= kernel / 2 and no empty last window")
             self.top_shapes.append(self.top_shapes[0])
@@ -161,7 +168,7 @@ class Pooling(CaffeLayer):
             return 1
         k, p, s = self.kernel[axis], self.pad[axis], self.stride[axis]
         rounding = math.ceil if self.ceil else math.floor
-        out = int(rounding((size + 2 * p - k) / s)) + 1
+        out = int(rounding((size + 2 * p - k) / s)) + 1 + self.darknet_window
         if p > 0 and (out - 1) * s >= size + p:  # the last window must start inside the image or its left pad
             out -= 1
         return out
@@ -169,7 +176,8 @@ class Pooling(CaffeLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         kernel = (h, w) if self.global_pooling else self.kernel  # global: the bottom's current size
-        if 2 * self.pad[0] <= kernel[0] and 2 * self.pad[1] <= kernel[1] and not self._empty_last_window(h, w):
+        if (2 * self.pad[0] <= kernel[0] and 2 * self.pad[1] <= kernel[1] and not self._empty_last_window(h, w)
+                and not self.darknet_window):
             # PyTorch's pooling has Caffe's geometry (ceil, last-window rule, AVE divisor counting the
             # padding up to H + p) but accepts pad only up to k/2; this is the fast path.
             if self.with_mask:  # PyTorch's indices are Caffe's mask: h * W + w of the first maximum

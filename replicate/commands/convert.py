@@ -8,7 +8,8 @@ N(0, 1) inputs drawn with --seed, and every output blob is compared with our PyT
 (the exact reference), our float32 run, OpenCV's Caffe importer and the reference. A blob passes when the
 converted model (and OpenCV, and the reference) is no further from float64 than 4x our float32 run is
 (floor 1e-6 relative; convert.onnx_check); --tolerance T uses a fixed relative bound T instead. A failed
-check exits with code 2 and writes nothing.
+check exits with code 2 and writes nothing. --pooling darknet sizes pooling as the Darknet2Caffe fork
+does (YOLO nets; the model's files cannot say which Caffe made them); it is recorded in the output.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from convert import protoio
 from convert.errors import UserError
+from replicate import options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=None,
                    help="fixed max relative difference (e.g. 1e-5) instead of the default float64 rule")
     p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs (without --reference)")
+    options.add(p, ("pooling",))
     p.set_defaults(func=run)
 
 
@@ -58,11 +61,11 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _data_layer_shapes(net_param, prototxt: Path, missing: list[str]) -> dict[str, tuple[int, ...]]:
+def _data_layer_shapes(net_param, prototxt: Path, missing: list[str], pooling: str) -> dict[str, tuple[int, ...]]:
     """Input shapes of a train_val net from its Data layers (one batch as the TEST net reads it)."""
     from convert.net import Net
     try:
-        net = Net(net_param, root=prototxt.parent)
+        net = Net(net_param, root=prototxt.parent, pooling=pooling)
     except UserError as e:
         raise UserError(f"{prototxt}: cannot read the data layer to learn the input shape ({e}); give "
                         f"--input-shape {missing[0]}=N,C,H,W") from None
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if missing and reference is not None and all(b in reference for b in missing):
         shapes.update({b: reference[b].shape for b in missing})
     elif missing:
-        shapes.update(_data_layer_shapes(net_param, args.prototxt, missing))
+        shapes.update(_data_layer_shapes(net_param, args.prototxt, missing, args.pooling))
     deploy = deploy_net(net_param, shapes)
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
     if outputs:  # keep only what they need, so a net converts up to a layer that cannot run (Python)
@@ -119,12 +122,12 @@ def run(args: argparse.Namespace) -> int:
     prep = _preprocessing(net_param, args.prototxt)
     config = {"prototxt": str(args.prototxt), "caffemodel": str(args.caffemodel), "to": args.to,
               "route": args.route, "outputs": outputs, "fold_bn": args.fold_bn,
-              "input_shapes": {k: list(v) for k, v in shapes.items()}}
+              "input_shapes": {k: list(v) for k, v in shapes.items()}, "pooling": args.pooling}
 
     misfit = f"{args.caffemodel} does not fit {args.prototxt}"
     net = None
     if args.check or args.to == "pytorch" or args.route == "torch":
-        net = Net(deploy)
+        net = Net(deploy, pooling=args.pooling)
         try:
             loaded = net.load_weights(weights)
         except UserError as e:
@@ -139,10 +142,10 @@ def run(args: argparse.Namespace) -> int:
     if args.route == "direct":
         from convert.onnx_direct import to_onnx
         model = to_onnx(deploy, weights, outputs=outputs, fold_bn=args.fold_bn, metadata=meta,
-                        weights_source=misfit)
+                        weights_source=misfit, pooling=args.pooling)
     else:
         from convert.onnx_torch import export
-        model = export(_folded_net(deploy, weights, outputs or net.output_blobs) if args.fold_bn else net,
+        model = export(_folded_net(deploy, weights, outputs or net.output_blobs, args.pooling) if args.fold_bn else net,
                        outputs, metadata=meta)
     import onnx
     onnx.checker.check_model(model, full_check=True)
@@ -190,7 +193,7 @@ def _write_artifact(args, net, deploy, prep, config, outputs, reference) -> None
           "deploy prototxt, preprocessing)")
 
 
-def _folded_net(deploy, weights, keep):
+def _folded_net(deploy, weights, keep, pooling: str):
     """Our Net of the deploy net with BatchNorm (+Scale) folded into convolutions (for --route torch)."""
     from convert.net import Net
     from convert.onnx_direct import fold_batchnorm, weights_by_layer
@@ -199,7 +202,7 @@ def _folded_net(deploy, weights, keep):
     folded.CopyFrom(deploy)
     del folded.layer[:]
     folded.layer.extend(layers)
-    net = Net(folded)
+    net = Net(folded, pooling=pooling)
     net.load_weights(_as_model(folded, folded_weights))
     return net
 

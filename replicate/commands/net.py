@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary.add_argument("prototxt")
     summary.add_argument("--weights", help="a .caffemodel to load (checks every blob's shape)")
     summary.add_argument("--phase", choices=PHASES, default="TEST")
+    options.add(summary, ("pooling",))
     summary.set_defaults(func=run_summary)
 
     forward = actions.add_parser("forward", help="run the net and write blobs to an .npz")
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     forward.add_argument("--batches", type=int, default=1,
                          help="forward passes, concatenated along axis 0 (nets with Data layers)")
     forward.add_argument("--blobs", default="all", help="'all' or a comma-separated list of blob names")
-    options.add(forward, ("dropout",))
+    options.add(forward, ("dropout", "pooling"))
     forward.add_argument("--seed", type=int, default=0, help="seeds fillers, dropout and data-layer draws")
     forward.add_argument("--out", required=True, help="the .npz to write (atomically)")
     forward.set_defaults(func=run_forward)
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_summary(args: argparse.Namespace) -> int:
     """Print the table for the net, with its weights loaded if given."""
-    net = Net.from_files(args.prototxt, args.weights, phase=PHASES[args.phase])
+    net = Net.from_files(args.prototxt, args.weights, phase=PHASES[args.phase], pooling=args.pooling)
     title = f"net {net.name!r} ({args.prototxt}, phase {args.phase}" + (f", weights {args.weights})" if args.weights else ")")
     print(format_table(summarize(net), title))
     return 0
@@ -90,7 +91,7 @@ def run_forward(args: argparse.Namespace) -> int:
         if inputs:
             net_param = with_inputs(net_param, {k: v.shape for k, v in inputs.items()})
         torch.manual_seed(args.seed)  # dropout masks at TRAIN
-        net = Net(net_param, PHASES[args.phase], seed=args.seed, dropout=args.dropout)
+        net = Net(net_param, PHASES[args.phase], seed=args.seed, dropout=args.dropout, pooling=args.pooling)
         net.load_weights(args.weights)
         wanted = "all" if args.blobs == "all" else [b for b in args.blobs.split(",") if b]
         passes = []
