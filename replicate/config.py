@@ -66,6 +66,11 @@ DEFAULT_DEVICE = "cpu"      # the CPU build of torch is what `make` installs; "c
 DEFAULT_DROPOUT = "caffe"   # Caffe's own TEST dropout (identity); "paper" halves activations (footnote 2)
 DEFAULT_FITTER = "fast"     # ridge + SGD: held-out loss no worse than Section 5.2's SGD at ~1/1000 of the time
 DEFAULT_L2 = "authors"      # L_L2 as the authors' code normalises it: what the published Fig. 10 plots
+# --seeds N (table3): replica k of a net trains with seed net.seed + k * REPLICA_SEED_STRIDE. Replica 0 is the net
+# itself (same store entry as a run without --seeds); zoo.csv's seeds are 1..72 apart, so 1000 keeps replicas
+# of different nets from sharing a seed.
+REPLICA_SEED_STRIDE = 1000
+DEFAULT_SEEDS = 1           # replicas per net: one fits make table3's 20-minute budget; 3+ for error bars
 FITTER_SEED = 0             # seeds the map fitters' sample orders and hold-outs (any fixed value would do)
 
 EMBEDDED_FOR = {"rvl-cdip": "mini-docs", "ilsvrc": "mini-objects",   # stand-ins when no data is on disk

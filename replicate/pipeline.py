@@ -32,6 +32,7 @@ class Task:
     net_id: str
     dropout: str
     device: str
+    replica: int = 0   # zoo.replica(net, replica): the seed replica (table3 --seeds)
 
 
 def worker_init() -> None:
@@ -44,33 +45,41 @@ def worker_init() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _run(task: Task) -> tuple[str, str, dict]:
+def _run(task: Task) -> tuple[str, str, int, dict]:
     scale = get_scale(task.scale)
-    net = zoo.get(task.net_id, task.dataset)
+    net = zoo.replica(zoo.get(task.net_id, task.dataset), task.replica)
     job = job_for(Store(task.store_root), scale, task.dataset, task.data, net, task.dropout)
-    return task.dataset, net.name, train(job, scale, task.dataset, task.data, net, task.dropout, task.device)
+    return task.dataset, net.name, task.replica, train(job, scale, task.dataset, task.data, net, task.dropout,
+                                                       task.device)
 
 
 def collect(store: Store, scale: Scale, datasets: list[str], data: dict[str, ExperimentData],
             dropout: str, device: str, executor: Executor, progress: bool = True,
-            only: set[str] | None = None) -> dict[str, dict[str, float]]:
-    """Accuracy of every Table 3 network (or of the net ids in `only`): stored results, plus training the missing."""
+            only: set[str] | None = None, replicas: int = 1) -> dict[str, dict[str, float]]:
+    """Accuracy of every Table 3 network (or of the net ids in `only`): stored results, plus training the missing.
+
+    replicas > 1 also trains seed replicas 1..replicas-1 of each (zoo.replica); the returned accuracies are
+    replica 0's (the experiments read every replica from the store).
+    """
     results: dict[str, dict[str, float]] = {d: {} for d in datasets}
     pending = []
     for dataset in datasets:
         for net_id in sorted((only or set()) - {n.id for n in zoo.nets(dataset)}):
             zoo.get(net_id, dataset)   # an unknown id: UserError listing the valid ones
         for net in (n for n in zoo.nets(dataset) if only is None or n.id in only):
-            job = job_for(store, scale, dataset, data[dataset], net, dropout)
-            if job.done:
-                results[dataset][net.name] = job.result()["accuracy"]
-            else:
-                pending.append(Task(str(store.root), scale.name, dataset, data[dataset], net.id, dropout, device))
+            for k in range(replicas):
+                job = job_for(store, scale, dataset, data[dataset], zoo.replica(net, k), dropout)
+                if not job.done:
+                    pending.append(Task(str(store.root), scale.name, dataset, data[dataset], net.id, dropout,
+                                        device, k))
+                elif k == 0:
+                    results[dataset][net.name] = job.result()["accuracy"]
     if pending:
         bar = tqdm(total=len(pending), desc=f"training ({len(pending)} nets, {executor.name})", unit="net",
                    disable=not progress)
-        for dataset, name, result in executor.map(_run, pending):
-            results[dataset][name] = result["accuracy"]
+        for dataset, name, k, result in executor.map(_run, pending):
+            if k == 0:
+                results[dataset][name] = result["accuracy"]
             bar.set_postfix_str(f"{name}: {result['accuracy']:.1f}%")
             bar.update()
         bar.close()

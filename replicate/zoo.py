@@ -24,11 +24,11 @@ either one. Crop 320 is the widest crop, although Tables 2 and 4 finetuned Crop 
 replicate.paper.finetune_table for the nets the paper finetuned).
 
 Seeds: every net has its own seed (the paper's nets were trained independently; Baselines 1-3 differ only
-in it). Edit zoo.csv to change them.
+in it). Edit zoo.csv to change them. `replica(net, k)` is the same net with another seed (table3 --seeds).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from convert.errors import UserError
@@ -49,6 +49,14 @@ class Net:
     params: dict[str, int | float]
     range_rank: int
     seed: int
+
+
+def replica(net: Net, k: int) -> Net:
+    """Replica k of a net (--seeds): the same net with seed net.seed + k * REPLICA_SEED_STRIDE; k = 0 is the net."""
+    from replicate.config import REPLICA_SEED_STRIDE
+    if k < 0:
+        raise ValueError(f"replica {k}: expected k >= 0")
+    return net if k == 0 else replace(net, seed=net.seed + k * REPLICA_SEED_STRIDE)
 
 
 @lru_cache(maxsize=None)

@@ -139,3 +139,28 @@ def test_data_embedded_lists_and_draws(tmp_path, capsys):
     out = tmp_path / "g.png"
     assert cli.main(["data", "embedded", "--gallery", "mini-objects", "--out", str(out), "--size", "32"]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_seeds_train_replicas_beside_the_stored_nets_and_print_mean_and_spread(smoke_run, tmp_path):
+    """--seeds 2: replica 0 is the stored net (not retrained), replica 1 trains with seed + stride; cells
+    are their mean with the sample sd beside it, in the Markdown (±) and the CSV (*_spread)."""
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(smoke_run / "store", out / "store")
+    before = results_by_net(out)
+    assert run_table3(out, "--dataset", "rvl-cdip", "--seeds", "2") == 0
+    after = results_by_net(out)
+    assert all(after[k] == v for k, v in before.items())           # nothing stored was retrained
+    assert len(after) - len(before) == len(zoo.nets("rvl-cdip"))    # one new replica per net
+    body = json.loads((out / "table3" / "smoke" / "table3.json").read_text())
+    single = {r["net"]: float(r["rvl_cdip_reproduced"]) for r in table_rows(smoke_run)}
+    rows = {r["net"]: r for r in table_rows(out)}
+    for name, (first, second) in body["replicas"]["rvl-cdip"].items():
+        assert abs(first - single[name]) < 0.006                     # replica 0: the run without --seeds
+        assert abs(float(rows[name]["rvl_cdip_reproduced"]) - (first + second) / 2) < 0.006
+        assert abs(float(rows[name]["rvl_cdip_spread"]) - abs(first - second) / 2 ** 0.5) < 0.006
+    assert any(a != b for a, b in body["replicas"]["rvl-cdip"].values())   # another seed, another net
+    text = (out / "table3" / "smoke" / "table3.md").read_text()
+    assert " ± " in text and "Seed noise, rvl-cdip:" in text and "2 per network" in text
+    assert body["claims"][0]["numbers"]["seed noise (points)"] is not None
+    assert run_table3(out, "--seeds", "0") == 2

@@ -32,6 +32,7 @@ class Evidence:
     finetune: dict | None = None     # Tables 2/4: {"table2": [{"family", "row", "original", "finetune"}, ...]}
     distances: dict | None = None    # Figs. 3, 11, 12: {dataset: DistanceMatrix}
     l2: str | None = None            # the L_L2 normalisation the run chose (None: replicate.config.DEFAULT_L2)
+    noise: dict | None = None        # Table 3: {dataset: seed noise, the sd of its baseline runs in points}
 
 
 Checker = Callable[[dict, Evidence], "Outcome | None"]

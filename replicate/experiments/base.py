@@ -23,7 +23,7 @@ from convert.protoio import atomic_write
 from replicate import claims as claim_engine
 from replicate import options as opts
 from replicate import paper, pipeline, zoo
-from replicate.config import Scale, code_fingerprint, get_scale
+from replicate.config import DEFAULT_SEEDS, Scale, code_fingerprint, get_scale
 from replicate.executors import Executor, executor_for
 from replicate.experiment_data import ExperimentData, data_for
 from replicate.measure.phi import Source
@@ -58,8 +58,14 @@ class Context:
                                            self.options.progress)
         return self._data[dataset]
 
-    def train_job(self, dataset: str, net: zoo.Net):
-        return job_for(self.store, self.scale, dataset, self.data(dataset), net, self.options.dropout)
+    def train_job(self, dataset: str, net: zoo.Net, replica: int = 0):
+        return job_for(self.store, self.scale, dataset, self.data(dataset), zoo.replica(net, replica),
+                       self.options.dropout)
+
+    @property
+    def seeds(self) -> int:
+        """Seed replicas per net (table3 --seeds; 1 for experiments without it)."""
+        return int(self.options.extra.get("seeds", DEFAULT_SEEDS))
 
     def source(self, dataset: str, net: zoo.Net, measured_on: str | None = None) -> Source:
         """What a net's phi is computed from: the trained net and the data it is measured on."""
@@ -129,12 +135,14 @@ def train_missing(ctx: Context, needed: Inputs) -> None:
         error = None
         try:
             pipeline.collect(ctx.store, ctx.scale, [dataset], {dataset: ctx.data(dataset)}, ctx.options.dropout,
-                             ctx.options.device, ctx.executor(), ctx.options.progress, only=ids)
+                             ctx.options.device, ctx.executor(), ctx.options.progress, only=ids,
+                             replicas=ctx.seeds)
         except UserError:
             raise
         except Exception as e:   # a worker's failure: name the nets left unfinished and the reason
             error = f"{type(e).__name__}: {e}"
-        jobs = {i: ctx.train_job(dataset, zoo.get(i, dataset)) for i in sorted(ids)}
+        jobs = {i if k == 0 else f"{i} (seed replica {k})": ctx.train_job(dataset, zoo.get(i, dataset), k)
+                for i in sorted(ids) for k in range(ctx.seeds)}
         failed = [i for i, job in jobs.items() if not job.done]
         if failed or error:
             states = ", ".join(f"{i} ({jobs[i].state})" for i in failed)

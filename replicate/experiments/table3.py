@@ -5,15 +5,27 @@ OUT/table3/<scale>/table3.{md,csv,json}: published beside reproduced with `*_dif
 verdict per cell against paper_tables/provenance.json's tolerance at paper scale); at mini/smoke scale
 the numbers are a proxy, so the table reports the rank correlation with each published column and the
 paper's claims about Table 3 evaluated on the reproduced numbers.
+
+--seeds N trains N seed replicas of every net (replicate.zoo.replica; replica 0 is the net of a run
+without --seeds). Reproduced cells are then the mean over replicas, printed "mean ± sd" (sample standard
+deviation, the `*_spread` column). The seed noise of a dataset is the standard deviation of all its
+baseline runs (Baselines 1-3 differ only in their seed, so even N = 1 gives 3 runs); the claims report
+whether their margin exceeds it.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats
+
+from convert.errors import UserError
+from replicate.config import DEFAULT_SEEDS, REPLICA_SEED_STRIDE
 
 from convert.protoio import atomic_write
 from replicate import paper, zoo
@@ -22,6 +34,34 @@ from replicate.experiments import register
 from replicate.experiments.base import TRAINABLE, Context, Experiment
 
 Accuracies = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Table3Result:
+    """Every replica's accuracy, {dataset: {net name: [replica 0, 1, ...]}}, and what is derived from it."""
+    replicas: dict[str, dict[str, list[float]]]
+
+    @property
+    def mean(self) -> Accuracies:
+        return {d: {n: float(np.mean(v)) for n, v in nets.items()} for d, nets in self.replicas.items()}
+
+    @property
+    def spread(self) -> Accuracies:
+        """Sample standard deviation over replicas (nan with one)."""
+        return {d: {n: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan") for n, v in nets.items()}
+                for d, nets in self.replicas.items()}
+
+    @property
+    def seeds(self) -> int:
+        return min((len(v) for nets in self.replicas.values() for v in nets.values()), default=0)
+
+    def noise(self) -> dict[str, float]:
+        """Seed noise per dataset: the standard deviation of every baseline run (all differ only in seed)."""
+        out = {}
+        for d, nets in self.replicas.items():
+            runs = [a for net in zoo.nets(d, "baseline") for a in nets.get(net.name, [])]
+            out[d] = float(np.std(runs, ddof=1)) if len(runs) > 1 else float("nan")
+        return out
 
 
 def rank_correlation(results: Accuracies, dataset: str) -> float:
@@ -33,8 +73,8 @@ def rank_correlation(results: Accuracies, dataset: str) -> float:
                                  [results[dataset][r.net] for r in rows]).statistic)
 
 
-def table3_rows(results: Accuracies, proxy: bool) -> list[dict]:
-    """One dict per Table 3 row: published, reproduced, diff (and verdict at paper scale) per dataset."""
+def table3_rows(results: Accuracies, proxy: bool, spread: Accuracies | None = None) -> list[dict]:
+    """One dict per Table 3 row: published, reproduced, diff, spread over seeds (and verdict at paper scale)."""
     rows = []
     for r in paper.table3():
         row = {"net": r.net, "family": r.family}
@@ -44,6 +84,9 @@ def table3_rows(results: Accuracies, proxy: bool) -> list[dict]:
             row[f"{col}_published"] = r.accuracy[d]
             row[f"{col}_reproduced"] = None if ours is None else round(ours, 2)
             row[f"{col}_diff"] = None if ours is None else round(ours - r.accuracy[d], 2)
+            if spread is not None:
+                sd = spread.get(d, {}).get(r.net)
+                row[f"{col}_spread"] = None if sd is None or math.isnan(sd) else round(sd, 2)
             if not proxy:
                 row[f"{col}_verdict"] = (None if ours is None else
                                          "agrees" if abs(ours - r.accuracy[d]) <= paper.tolerance(d) else "differs")
@@ -75,8 +118,9 @@ def proxy_note(scale: str) -> list[str]:
             "and the paper's claims below, not by the differences.", ""]
 
 
-def render_markdown(results: Accuracies, scale: str, proxy: bool, header: dict, checks: list) -> str:
-    """Table 3 as Markdown: a header (configuration, proxy note), the table, correlations, claims."""
+def render_markdown(result: Table3Result, scale: str, proxy: bool, header: dict, checks: list) -> str:
+    """Table 3 as Markdown: a header (configuration, proxy note), the table, correlations, noise, claims."""
+    results, with_spread = result.mean, result.seeds > 1
     datasets = [d for d in paper.DATASETS if d in results]
     lines = [f"# Table 3 — accuracy on untransformed test images (scale: {scale})", ""]
     lines += (proxy_note(scale) if proxy else []) + [f"- {k}: {v}" for k, v in header.items()] + [""]
@@ -85,17 +129,28 @@ def render_markdown(results: Accuracies, scale: str, proxy: bool, header: dict, 
         parts = ["published", "reproduced", "diff"] + ([] if proxy else ["verdict"])
         columns += [f"{d} {p}" for p in parts]
         keys += [f"{paper.column(d)}_{p}" for p in parts]
-    lines += markdown_table(columns, [[row["net"], *(row[k] for k in keys)] for row in table3_rows(results, proxy)])
+    rows = table3_rows(results, proxy, result.spread if with_spread else None)
+    lines += markdown_table(columns, [[row["net"], *(shown(row, k) for k in keys)] for row in rows])
     lines.append("")
     for d in datasets:
         lines.append(f"Rank correlation (Spearman) published vs reproduced, {d}: {rank_correlation(results, d):+.2f}")
+    runs = result.seeds * len(zoo.nets(datasets[0], "baseline")) if datasets else 0
+    for d, sigma in result.noise().items():
+        lines.append(f"Seed noise, {d}: {cell(sigma)} points (standard deviation of the {runs} baseline runs; "
+                     "a difference between two nets within about twice this is not evidence)")
     lines += ["", "## The paper's statements about Table 3", ""] + claim_lines(checks)
     return "\n".join(lines) + "\n"
 
 
-def render_csv(results: Accuracies, proxy: bool) -> str:
-    """Table 3 as CSV with *_published, *_reproduced, *_diff (and *_verdict) columns."""
-    rows = table3_rows(results, proxy)
+def shown(row: dict, key: str):
+    """A reproduced cell with its spread over seeds ("mean ± sd") where the row has one."""
+    spread = row.get(key.replace("_reproduced", "_spread")) if key.endswith("_reproduced") else None
+    return row[key] if spread is None else f"{row[key]:.2f} ± {spread:.2f}"
+
+
+def render_csv(result: Table3Result, proxy: bool) -> str:
+    """Table 3 as CSV with *_published, *_reproduced (the mean over seeds), *_diff, *_spread (and *_verdict)."""
+    rows = table3_rows(result.mean, proxy, result.spread)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -107,36 +162,53 @@ def inputs(ctx: Context) -> dict[str, set[str]]:
     return {d: {n.id for n in zoo.nets(d)} for d in ctx.options.datasets}
 
 
-def compute(ctx: Context) -> Accuracies:
-    """Accuracy (%) of every net from its stored result."""
-    return {d: {n.name: ctx.train_job(d, n).result()["accuracy"] for n in zoo.nets(d)} for d in ctx.options.datasets}
+def compute(ctx: Context) -> Table3Result:
+    """Accuracy (%) of every replica of every net from its stored result."""
+    return Table3Result({d: {n.name: [ctx.train_job(d, n, k).result()["accuracy"] for k in range(ctx.seeds)]
+                             for n in zoo.nets(d)} for d in ctx.options.datasets})
 
 
-def evidence(ctx: Context, results: Accuracies) -> Evidence:
-    return Evidence(accuracies=results)
+def evidence(ctx: Context, result: Table3Result) -> Evidence:
+    return Evidence(accuracies=result.mean, noise=result.noise())
 
 
-def render(ctx: Context, results: Accuracies, checks: list) -> list:
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """Table 3's own option."""
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                        help=f"seed replicas per net (seed + k*{REPLICA_SEED_STRIDE}); cells print mean ± sd "
+                             f"(default {DEFAULT_SEEDS}: make table3's 20-minute budget)")
+
+
+def extra(args: argparse.Namespace) -> dict:
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds}: expected a number of replicas per net >= 1")
+    return {"seeds": args.seeds}
+
+
+def render(ctx: Context, result: Table3Result, checks: list) -> list:
     scale = ctx.scale
     header = {"datasets": ", ".join(f"{d} ({ctx.data(d).source}, reported split: {ctx.data(d).eval_split})"
-                                    for d in results),
+                                    for d in result.replicas),
               "scale": f"{scale.name} (input {scale.input_size} px, net {scale.net}, solver {scale.solver})",
               "test-time dropout": ctx.options.dropout, "code fingerprint": ctx.record()["code_fingerprint"],
-              "seeds": "per network, paper_tables/zoo.csv", "store": str(ctx.store.root),
+              "seeds": (f"{ctx.seeds} per network: zoo.csv's seed + k * {REPLICA_SEED_STRIDE}, k < {ctx.seeds}"
+                        if ctx.seeds > 1 else "one per network, paper_tables/zoo.csv"),
+              "store": str(ctx.store.root),
               "wall time": f"{ctx.seconds():.0f} s"}
     target = ctx.options.out / "table3" / scale.name
     body = {"scale": scale.name, "proxy": scale.proxy, "config": header, "options": ctx.options.record(),
-            "rows": table3_rows(results, scale.proxy),
-            "rank_correlation": {d: rank_correlation(results, d) for d in results}, "claims": as_dicts(checks)}
-    written = {target / "table3.md": render_markdown(results, scale.name, scale.proxy, header, checks),
-               target / "table3.csv": render_csv(results, scale.proxy),
+            "rows": table3_rows(result.mean, scale.proxy, result.spread), "replicas": result.replicas,
+            "seed_noise": result.noise(),
+            "rank_correlation": {d: rank_correlation(result.mean, d) for d in result.mean}, "claims": as_dicts(checks)}
+    written = {target / "table3.md": render_markdown(result, scale.name, scale.proxy, header, checks),
+               target / "table3.csv": render_csv(result, scale.proxy),
                target / "table3.json": json.dumps(body, indent=1) + "\n"}
     for path, text in written.items():
         atomic_write(path, text.encode())
     return list(written)
 
 
-def report(ctx: Context, results: Accuracies, checks: list, outputs: list) -> str:
+def report(ctx: Context, result: Table3Result, checks: list, outputs: list) -> str:
     return outputs[0].read_text()
 
 
@@ -144,4 +216,5 @@ register(Experiment(
     name="table3", paper="Table 3", help="train the networks of Table 3 and print it beside the published numbers",
     claims=("table3",), datasets=TRAINABLE, default_datasets=TRAINABLE,
     options=("dataset", "scale", "data_root", "device", "dropout", "workers", "executor", "ray_address", "out", "rebuild", "quiet"),
-    inputs=inputs, compute=compute, evidence=evidence, render=render, report=report))
+    inputs=inputs, compute=compute, evidence=evidence, render=render, report=report, arguments=arguments,
+    extra=extra))
