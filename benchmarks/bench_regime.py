@@ -1,16 +1,30 @@
-"""Issue 16, point 2: how strong each family's widest Table 3 transform is at 64 px vs the paper's 227 px.
+"""Issue 16: the mini proxy's training regime (sweep) and transform strength at 64 px vs 227 px (strength).
 
-Run: .venv/bin/python benchmarks/bench_regime.py strength [--draws 200]
-Prints a Markdown table for benchmarks/RESULTS.md. Geometric families: the mean displacement of a pixel's
+Run: .venv/bin/python benchmarks/bench_regime.py sweep [--train 4800 1200] [--nets ...] [--iters 400]
+     .venv/bin/python benchmarks/bench_regime.py strength [--draws 200]
+sweep: trains a handful of zoo nets at mini with the training set cut to each --train size (same
+iterations, so fewer images = more epochs) and records, every --every iterations, top-1 accuracy on the
+un-augmented training images and on the validation split: benchmarks/regime/sweep.csv and sweep.png
+(over-fitting shows as train accuracy well above validation). The solver is mini's except max_iter and
+the step (kept at 2/3 of max_iter). Rerun rows append; the CSV records the commit of each row.
+strength: prints a Markdown table for benchmarks/RESULTS.md. Geometric families: the mean displacement of a pixel's
 source coordinate as a fraction of the side, and the fraction of output pixels filled with 0 (from
 outside the image), over `--draws` training draws of the family's sampler at each side. Displacement
 is measured by warping coordinate ramps (uint8, exact at both sides since 227 < 256), so it carries a
-rounding error of about 0.25 px per axis (0.4% of a 64-px side, 0.1% of 227).
-The regime sweep of issue 16 point 1 is NOT in this file yet (see the report of this session).
+rounding error of about 0.25 px per axis (0.4% of a 64-px side, 0.1% of 227). Elastic displacements are
+sub-pixel at 64 px, below that resolution, so they are read from the drawn field itself (exact).
+Photometric families (blur, noise, colour jitter): the RMS intensity change / 255 on mini-docs images at
+each side, and again after area-resizing both images to 64 px (the change at the scale of the content).
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +32,8 @@ from replicate import zoo
 from replicate.transforms import FAMILIES
 
 SIDES = (64, 227)            # the mini input side and the paper's
-GEOMETRIC = ("perspective", "shear", "rotation", "elastic")
+GEOMETRIC = ("perspective", "shear", "rotation")
+PHOTOMETRIC = ("blur", "noise", "color_jitter")
 
 
 def geometric_strength(family: str, config: dict, side: int, draws: int, seed: int = 0) -> tuple[float, float]:
@@ -41,24 +56,176 @@ def geometric_strength(family: str, config: dict, side: int, draws: int, seed: i
     return float(np.nanmean(disp)), float(np.mean(fill))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["strength"])
-    parser.add_argument("--draws", type=int, default=200)   # enough for the means to settle to ~1% of their value
-    args = parser.parse_args()
-    print("| family (widest net) | side | mean displacement / side | fraction filled with 0 |")
+OUT = Path(__file__).parent / "regime"
+SWEEP_NETS = ("baseline", "perspective", "crop", "mirror", "shear")   # baseline + widest of 4 families
+FIELDS = ("commit", "dataset", "train_images", "net", "iteration", "epochs", "train_acc", "val_acc", "seconds")
+
+
+def sweep_net(name: str, dataset: str):
+    """The widest net of a family (Baseline 1 for baseline), or a zoo net by id or name."""
+    return zoo.widest(dataset, name) if name in FAMILIES else zoo.get(name, dataset)
+
+
+def train_curve(dataset: str, train_images: int, net, iters: int, every: int, store_root: Path) -> list[dict]:
+    """One net trained at mini with `train_images` training images: accuracy rows every `every` iterations."""
+    from convert.protoio import write_text_proto
+    from replicate import config, experiment_data, training
+    from replicate.solver import Solver
+    from replicate.store import Store
+    mini = config.get_scale("mini")
+    scale = dataclasses.replace(mini, name=f"mini-train{train_images}",
+                                split_sizes={**mini.split_sizes, "train": train_images})
+    data = experiment_data.data_for(dataset, scale, Store(store_root), None, progress=False)
+    job_dir = Path(tempfile.mkdtemp(dir=store_root))
+    write_text_proto(job_dir / "train_val.prototxt", training.resolved_net(scale, dataset, data, net))
+    solver_param = training.resolved_solver(scale, dataset, net, job_dir)
+    solver_param.max_iter, solver_param.stepsize, solver_param.test_interval = iters, round(iters * 2 / 3), 0
+    solver = Solver(solver_param, root=job_dir, seed=net.seed, device="cpu", progress=False)
+    augment = training.augmentation(net, scale)
+    if augment is not None:
+        rng = np.random.default_rng([net.seed, 1])
+        solver.net.layer("data").augment = lambda image: augment(image, rng)
+    rows, started, weights = [], time.time(), job_dir / "w.caffemodel"
+    for _ in range(iters // every):
+        solver.step(every)
+        seconds = time.time() - started
+        solver.net.save_caffemodel(weights)
+        acc = {split: 100 * training.evaluate(training.resolved_net(scale, dataset, data, net, split), weights, job_dir)
+               for split in ("train", "val")}
+        rows.append({"dataset": dataset, "train_images": train_images, "net": net.name, "iteration": solver.iter,
+                     "epochs": round(solver.iter * solver.images_per_iter / train_images, 2),
+                     "train_acc": round(acc["train"], 2), "val_acc": round(acc["val"], 2),
+                     "seconds": round(seconds, 1)})
+        started += time.time() - started - seconds   # evaluation time is not training time
+    return rows
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Train every (train size, net), append the rows to sweep.csv, redraw sweep.png."""
+    from tqdm import tqdm
+    OUT.mkdir(exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    path = OUT / "sweep.csv"
+    new = not path.exists()
+    store_root = Path(args.store).resolve()   # the solver resolves the net file against the job dir
+    store_root.mkdir(parents=True, exist_ok=True)
+    runs = [(d, n, name) for d in args.dataset for n in args.train for name in args.nets]
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        if new:
+            writer.writeheader()
+        for dataset, n, name in tqdm(runs, desc="regime sweep", unit="net"):
+            for row in train_curve(dataset, n, sweep_net(name, dataset), args.iters, args.every, store_root):
+                writer.writerow({"commit": commit, **row})
+                f.flush()
+    plot_sweep(path, OUT / "sweep.png")
+
+
+def plot_sweep(csv_path: Path, png: Path) -> None:
+    """Train (dashed) and validation (solid) accuracy against epochs: one panel per dataset and train size."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    panels = sorted({(r["dataset"], int(r["train_images"])) for r in rows}, key=lambda p: (p[0], -p[1]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False, sharey=True)
+    for ax, (dataset, n) in zip(axes[0], panels):
+        mine = [r for r in rows if r["dataset"] == dataset and int(r["train_images"]) == n]
+        for i, net in enumerate(dict.fromkeys(r["net"] for r in mine)):
+            curve = [r for r in mine if r["net"] == net]
+            x = [float(r["epochs"]) for r in curve]
+            color = f"C{i}"
+            ax.plot(x, [float(r["val_acc"]) for r in curve], color=color, label=net)
+            ax.plot(x, [float(r["train_acc"]) for r in curve], color=color, linestyle="--")
+        ax.set_title(f"{dataset}, {n} training images", fontsize=9)
+        ax.set_xlabel("epochs")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("top-1 % (dashed: train, solid: val)")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def elastic_strength(config: dict, side: int, draws: int, seed: int = 0) -> float:
+    """Mean length of the elastic backward map's displacement / side, from the drawn field itself (exact)."""
+    from replicate.transforms import ops
+    fam = FAMILIES["elastic"]
+    config = {**fam.default_config, **config}
+    rng = np.random.default_rng(seed)
+    lengths = []
+    for _ in range(draws):
+        p = fam.draw(config, rng, 1, side)
+        dx, dy = ops.elastic_field((side, side), p["alpha"], p["sigma"], p["seed"])
+        lengths.append(float(np.hypot(dx, dy).mean()) / side)
+    return float(np.mean(lengths))
+
+
+def photometric_strength(family: str, config: dict, side: int, draws: int, seed: int = 0) -> tuple[float, float]:
+    """(RMS intensity change / 255 at this side, the same after both images are area-resized to 64 px).
+
+    On mini-docs images rendered at 227 and resized to `side` as the data pipeline does; the second number
+    compares the change at the same fraction of the image (the scale of its content)."""
+    import cv2
+    from replicate.datasets import embedded
+    fam = FAMILIES[family]
+    config = {**fam.default_config, **config}
+    rng = np.random.default_rng(seed)
+    images, _, _ = embedded.generate("mini-docs", "train", 8, SIDES[-1], seed=2017)
+    images = [cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA) for im in images]
+    small = lambda im: cv2.resize(im, (SIDES[0], SIDES[0]), interpolation=cv2.INTER_AREA).astype(float)
+    at_side, at_content = [], []
+    for i in range(draws):
+        image = images[i % len(images)]
+        out = fam.apply_fn(image, **fam.draw(config, rng, 1, side))
+        at_side.append(float(np.sqrt(((out.astype(float) - image) ** 2).mean())) / 255)
+        at_content.append(float(np.sqrt(((small(out) - small(image)) ** 2).mean())) / 255)
+    return float(np.mean(at_side)), float(np.mean(at_content))
+
+
+def print_rows(columns: tuple[str, str], families: tuple[str, ...], measure, draws: int) -> None:
+    """A Markdown table of two measured numbers per (family's widest RVL-CDIP net, side)."""
+    print(f"| family (widest net) | side | {columns[0]} | {columns[1]} |")
     print("|---|---|---|---|")
-    for family in GEOMETRIC:
+    for family in families:
         net = zoo.widest("rvl-cdip", family)
         for side in SIDES:
-            d, f = geometric_strength(family, dict(net.params), side, args.draws)
-            print(f"| {net.name} | {side} | {d:.4f} | {f:.4f} |")
+            first, second = measure(family, dict(net.params), side, draws)
+            print(f"| {net.name} | {side} | {first:.4f} | {second:.4f} |")
+
+
+def strength(draws: int) -> None:
+    """The strength table (Markdown) of every family's widest RVL-CDIP net at 64 and 227 px."""
+    print_rows(("mean displacement / side", "fraction filled with 0"), GEOMETRIC, geometric_strength, draws)
+    net = zoo.widest("rvl-cdip", "elastic")
+    for side in SIDES:
+        print(f"| {net.name} (field) | {side} | {elastic_strength(dict(net.params), side, draws):.4f} | 0 |")
     from replicate.config import get_scale
     mini = get_scale("mini")
     for paper_side in (320,):
         s = mini.crop_resize(paper_side)
         print(f"| Crop {paper_side} (analytic) | 64 | zoom {s / 64:.3f}, max offset {(s - 64) / 64:.3f} | 0 |")
         print(f"| Crop {paper_side} (analytic) | 227 | zoom {paper_side / 227:.3f}, max offset {(paper_side - 227) / 227:.3f} | 0 |")
+    print()
+    print_rows(("RMS change / 255", "RMS change / 255 at 64-px content scale"), PHOTOMETRIC, photometric_strength,
+               draws)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["strength", "sweep"])
+    parser.add_argument("--draws", type=int, default=200)   # enough for the means to settle to ~1% of their value
+    parser.add_argument("--dataset", nargs="+", default=["rvl-cdip"])
+    parser.add_argument("--train", nargs="+", type=int, default=[4800, 1200])   # training images
+    parser.add_argument("--nets", nargs="+", default=list(SWEEP_NETS))
+    parser.add_argument("--iters", type=int, default=400)   # mini's max_iter: the 20-minute budget fixes it
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--store", default="runs/regime-store")   # embedded data of each train size
+    args = parser.parse_args()
+    if args.mode == "sweep":
+        sweep(args)
+    else:
+        strength(args.draws)
 
 
 if __name__ == "__main__":
