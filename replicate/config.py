@@ -47,7 +47,9 @@ SCALES = {
                    split_sizes={"train": 480, "val": 100, "test": 200}, test_batch=100),
     # Default: 64 px CaffeNet-mini, 400 iterations of 32 (about 2.7 epochs of 4,800 images), so the 72
     # networks of Table 3 train on a 2-core CPU in under 20 minutes; 1,600 test images make one
-    # image worth 0.06 accuracy points.
+    # image worth 0.06 accuracy points. Not the paper's regime yet: in benchmarks/RESULTS.md's regime
+    # sweep the baseline barely over-fits here and augmented nets under-fit (short of iterations, not of
+    # epochs: 600-1,200 training images make the baseline over-fit but do not help them).
     "mini": Scale("mini", input_size=64, net="mini/caffenet_train_val.prototxt",
                   solver="mini/solver.prototxt",
                   split_sizes={"train": 4800, "val": 500, "test": 1600}, test_batch=200),
