@@ -141,6 +141,27 @@ def test_data_embedded_lists_and_draws(tmp_path, capsys):
     assert out.stat().st_size > 1000
 
 
+def test_collect_trains_a_seed_replica_beside_the_stored_net(smoke_run, tmp_path):
+    """replicas=2: replica 0 is the stored net (not retrained); replica 1 is a new job with seed + stride."""
+    import shutil
+    from replicate.config import REPLICA_SEED_STRIDE
+    from replicate.executors import LocalExecutor
+    from replicate.pipeline import collect
+    out = tmp_path / "out"
+    shutil.copytree(smoke_run / "store", out / "store")
+    before = results_by_net(out)
+    scale, store, net = get_scale("smoke"), Store(out / "store"), zoo.get("baseline_1", "rvl-cdip")
+    data = data_for("rvl-cdip", scale, store, None, progress=False)
+    collect(store, scale, ["rvl-cdip"], {"rvl-cdip": data}, "caffe", "cpu", LocalExecutor(1), progress=False,
+            only={"baseline_1"}, replicas=2)
+    after = results_by_net(out)
+    assert all(after[k] == v for k, v in before.items()) and len(after) == len(before) + 1
+    [new] = set(after) - set(before)
+    config = json.loads((out / "store" / "train-smoke-rvl-cdip" / new / "config.json").read_text())
+    assert new.startswith("baseline_1-") and config["seed"] == net.seed + REPLICA_SEED_STRIDE
+
+
+@pytest.mark.slow
 def test_seeds_train_replicas_beside_the_stored_nets_and_print_mean_and_spread(smoke_run, tmp_path):
     """--seeds 2: replica 0 is the stored net (not retrained), replica 1 trains with seed + stride; cells
     are their mean with the sample sd beside it, in the Markdown (±) and the CSV (*_spread)."""
