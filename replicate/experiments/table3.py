@@ -25,10 +25,9 @@ import numpy as np
 from scipy import stats
 
 from convert.errors import UserError
-from replicate.config import DEFAULT_SEEDS, REPLICA_SEED_STRIDE
-
 from convert.protoio import atomic_write
 from replicate import paper, zoo
+from replicate.config import DEFAULT_SEEDS, REPLICA_SEED_STRIDE
 from replicate.claims import Evidence, as_dicts
 from replicate.experiments import register
 from replicate.experiments.base import TRAINABLE, Context, Experiment
