@@ -85,10 +85,11 @@ def train_curve(dataset: str, train_images: int, net, iters: int, every: int, st
     if augment is not None:
         rng = np.random.default_rng([net.seed, 1])
         solver.net.layer("data").augment = lambda image: augment(image, rng)
-    rows, started, weights = [], time.time(), job_dir / "w.caffemodel"
+    rows, seconds, weights = [], 0.0, job_dir / "w.caffemodel"
     for _ in range(iters // every):
+        started = time.time()
         solver.step(every)
-        seconds = time.time() - started
+        seconds += time.time() - started   # training time only: the evaluations below are not counted
         solver.net.save_caffemodel(weights)
         acc = {split: 100 * training.evaluate(training.resolved_net(scale, dataset, data, net, split), weights, job_dir)
                for split in ("train", "val")}
@@ -96,7 +97,6 @@ def train_curve(dataset: str, train_images: int, net, iters: int, every: int, st
                      "epochs": round(solver.iter * solver.images_per_iter / train_images, 2),
                      "train_acc": round(acc["train"], 2), "val_acc": round(acc["val"], 2),
                      "seconds": round(seconds, 1)})
-        started += time.time() - started - seconds   # evaluation time is not training time
     return rows
 
 

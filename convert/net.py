@@ -158,7 +158,7 @@ class Net(nn.Module):
         if self.ctx.pooling != POOLING_CAFFE:
             return ""
         shrinking = [lp.name for lp, layer in zip(self.layer_params, self.layers) if lp.type == "Pooling"
-                     and not layer.global_pooling and layer.stride[0] == 1 and (layer.kernel[0] - 1) % 2 == 1]
+                     and layer.stride[0] == 1 and layer.darknet_rule_adds_window()]
         if not shrinking:
             return ""
         return (f"; stride-1 pooling {shrinking[0]!r} shrinks its input here but keeps its size in Darknet2Caffe "

@@ -149,8 +149,7 @@ class Pooling(CaffeLayer):
             if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
                 raise UserError(f"layer {name!r}: pad must be smaller than the kernel")
         self.ceil = pp.round_mode == pb.PoolingParameter.CEIL
-        self.darknet_window = (ctx.pooling == POOLING_DARKNET and not self.global_pooling
-                               and (self.kernel[0] - self.stride[0]) % 2 == 1 and self.kernel[0] > self.stride[0])
+        self.darknet_window = ctx.pooling == POOLING_DARKNET and self.darknet_rule_adds_window()
         self.top_shapes = [(n, c, self.output_size(h, 0), self.output_size(w, 1))]
         if min(self.top_shapes[0][2:]) < 1:
             raise UserError(f"layer {name!r}: output would be {self.top_shapes[0][2]}x{self.top_shapes[0][3]} for a "
@@ -162,6 +161,11 @@ class Pooling(CaffeLayer):
             if 2 * self.pad[0] > self.kernel[0] or 2 * self.pad[1] > self.kernel[1] or self._empty_last_window(h, w):
                 raise UserError(f"layer {name!r}: a mask top needs pad <= kernel / 2 and no empty last window")
             self.top_shapes.append(self.top_shapes[0])
+
+    def darknet_rule_adds_window(self) -> bool:
+        """Whether the darknet rule changes this layer: kernel_h - stride_h odd and positive (the fork's C++ %)."""
+        k, s = self.kernel[0], self.stride[0]
+        return not self.global_pooling and k > s and (k - s) % 2 == 1
 
     def output_size(self, size: int, axis: int) -> int:
         if self.global_pooling:
