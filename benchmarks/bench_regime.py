@@ -58,7 +58,37 @@ def geometric_strength(family: str, config: dict, side: int, draws: int, seed: i
 
 OUT = Path(__file__).parent / "regime"
 SWEEP_NETS = ("baseline", "perspective", "crop", "mirror", "shear")   # baseline + widest of 4 families
-FIELDS = ("commit", "dataset", "train_images", "net", "iteration", "epochs", "train_acc", "val_acc", "seconds")
+FIELDS = ("commit", "dataset", "train_images", "iters", "width", "side", "batch", "lr", "net", "iteration", "epochs",
+          "train_acc", "val_acc", "seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """What the sweep changes about mini: training images, channel width, input side, batch, base lr."""
+    train_images: int
+    iters: int = 400       # mini's max_iter
+    width: float = 1.0     # every conv / fc layer's num_output times this (fc8 keeps the class count)
+    side: int = 64         # the input side (the transforms' size rules and Crop's resize sides follow it)
+    batch: int = 32        # training batch
+    lr: float = 0.01       # base_lr; the step stays at 2/3 of the run
+
+    def fields(self) -> dict:
+        return {"train_images": self.train_images, "iters": self.iters, "width": self.width, "side": self.side, "batch": self.batch,
+                "lr": self.lr}
+
+    def label(self) -> str:
+        return f"{self.train_images} img x {self.iters} it, width {self.width:g}, {self.side} px, batch {self.batch}, lr {self.lr:g}"
+
+
+def narrowed(param, width: float):
+    """The net with every conv / fc layer but fc8 `width` times as wide (even, so groups of 2 still divide)."""
+    for layer in param.layer:
+        if layer.name == "fc8":
+            continue
+        for field in (layer.convolution_param, layer.inner_product_param):
+            if layer.type in ("Convolution", "InnerProduct") and field.num_output:
+                field.num_output = max(2, 2 * round(field.num_output * width / 2))
+    return param
 
 
 def sweep_net(name: str, dataset: str):
@@ -66,35 +96,43 @@ def sweep_net(name: str, dataset: str):
     return zoo.widest(dataset, name) if name in FAMILIES else zoo.get(name, dataset)
 
 
-def train_curve(dataset: str, train_images: int, net, iters: int, every: int, store_root: Path) -> list[dict]:
-    """One net trained at mini with `train_images` training images: accuracy rows every `every` iterations."""
+def train_curve(dataset: str, variant: Variant, net, every: int, store_root: Path) -> list[dict]:
+    """One net trained at a mini variant: accuracy rows on train and val every `every` iterations."""
+    from convert import caffe_pb2 as pb
     from convert.protoio import write_text_proto
     from replicate import config, experiment_data, training
     from replicate.solver import Solver
     from replicate.store import Store
     mini = config.get_scale("mini")
-    scale = dataclasses.replace(mini, name=f"mini-train{train_images}",
-                                split_sizes={**mini.split_sizes, "train": train_images})
+    scale = dataclasses.replace(mini, name=f"mini-train{variant.train_images}-side{variant.side}",
+                                input_size=variant.side,
+                                split_sizes={**mini.split_sizes, "train": variant.train_images})
     data = experiment_data.data_for(dataset, scale, Store(store_root), None, progress=False)
     job_dir = Path(tempfile.mkdtemp(dir=store_root))
-    write_text_proto(job_dir / "train_val.prototxt", training.resolved_net(scale, dataset, data, net))
+    resolved = lambda split: narrowed(training.resolved_net(scale, dataset, data, net, split), variant.width)
+    train_val = resolved("val")
+    for layer in train_val.layer:
+        if layer.type == "Data" and any(rule.phase == pb.TRAIN for rule in layer.include):
+            layer.data_param.batch_size = variant.batch
+    write_text_proto(job_dir / "train_val.prototxt", train_val)
     solver_param = training.resolved_solver(scale, dataset, net, job_dir)
-    solver_param.max_iter, solver_param.stepsize, solver_param.test_interval = iters, round(iters * 2 / 3), 0
+    solver_param.max_iter, solver_param.stepsize, solver_param.test_interval = (
+        variant.iters, round(variant.iters * 2 / 3), 0)
+    solver_param.base_lr = variant.lr
     solver = Solver(solver_param, root=job_dir, seed=net.seed, device="cpu", progress=False)
     augment = training.augmentation(net, scale)
     if augment is not None:
         rng = np.random.default_rng([net.seed, 1])
         solver.net.layer("data").augment = lambda image: augment(image, rng)
     rows, seconds, weights = [], 0.0, job_dir / "w.caffemodel"
-    for _ in range(iters // every):
+    for _ in range(variant.iters // every):
         started = time.time()
         solver.step(every)
         seconds += time.time() - started   # training time only: the evaluations below are not counted
         solver.net.save_caffemodel(weights)
-        acc = {split: 100 * training.evaluate(training.resolved_net(scale, dataset, data, net, split), weights, job_dir)
-               for split in ("train", "val")}
-        rows.append({"dataset": dataset, "train_images": train_images, "net": net.name, "iteration": solver.iter,
-                     "epochs": round(solver.iter * solver.images_per_iter / train_images, 2),
+        acc = {split: 100 * training.evaluate(resolved(split), weights, job_dir) for split in ("train", "val")}
+        rows.append({"dataset": dataset, **variant.fields(), "net": net.name, "iteration": solver.iter,
+                     "epochs": round(solver.iter * solver.images_per_iter / variant.train_images, 2),
                      "train_acc": round(acc["train"], 2), "val_acc": round(acc["val"], 2),
                      "seconds": round(seconds, 1)})
     return rows
@@ -109,42 +147,49 @@ def sweep(args: argparse.Namespace) -> None:
     new = not path.exists()
     store_root = Path(args.store).resolve()   # the solver resolves the net file against the job dir
     store_root.mkdir(parents=True, exist_ok=True)
-    runs = [(d, n, name) for d in args.dataset for n in args.train for name in args.nets]
+    runs = [(d, Variant(n, args.iters, args.width, args.side, args.batch, args.lr), name)
+            for d in args.dataset for n in args.train for name in args.nets]
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         if new:
             writer.writeheader()
-        for dataset, n, name in tqdm(runs, desc="regime sweep", unit="net"):
-            for row in train_curve(dataset, n, sweep_net(name, dataset), args.iters, args.every, store_root):
+        for dataset, variant, name in tqdm(runs, desc="regime sweep", unit="net"):
+            for row in train_curve(dataset, variant, sweep_net(name, dataset), args.every, store_root):
                 writer.writerow({"commit": commit, **row})
                 f.flush()
     plot_sweep(path, OUT / "sweep.png")
 
 
 def plot_sweep(csv_path: Path, png: Path) -> None:
-    """Train (dashed) and validation (solid) accuracy against epochs: one panel per dataset and train size."""
+    """Train (dashed) and validation (solid) accuracy against epochs: one panel per dataset and variant."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    panels = sorted({(r["dataset"], int(r["train_images"])) for r in rows}, key=lambda p: (p[0], -p[1]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False, sharey=True)
-    for ax, (dataset, n) in zip(axes[0], panels):
-        mine = [r for r in rows if r["dataset"] == dataset and int(r["train_images"]) == n]
+    key = lambda r: (r["dataset"], Variant(int(r["train_images"]), int(r["iters"]), float(r["width"]),
+                                           int(r["side"]), int(r["batch"]), float(r["lr"])))
+    panels = list(dict.fromkeys(key(r) for r in rows))
+    columns = min(4, len(panels))
+    grid = (len(panels) + columns - 1) // columns
+    fig, axes = plt.subplots(grid, columns, figsize=(4.2 * columns, 3.4 * grid), squeeze=False, sharey=True)
+    for ax, panel in zip(axes.flat, panels):
+        mine = [r for r in rows if key(r) == panel]
         for i, net in enumerate(dict.fromkeys(r["net"] for r in mine)):
             curve = [r for r in mine if r["net"] == net]
             x = [float(r["epochs"]) for r in curve]
-            color = f"C{i}"
-            ax.plot(x, [float(r["val_acc"]) for r in curve], color=color, label=net)
-            ax.plot(x, [float(r["train_acc"]) for r in curve], color=color, linestyle="--")
-        ax.set_title(f"{dataset}, {n} training images", fontsize=9)
+            ax.plot(x, [float(r["val_acc"]) for r in curve], color=f"C{i}", label=net)
+            ax.plot(x, [float(r["train_acc"]) for r in curve], color=f"C{i}", linestyle="--")
+        ax.set_title(f"{panel[0]}: {panel[1].label()}", fontsize=7)
         ax.set_xlabel("epochs")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("top-1 % (dashed: train, solid: val)")
-    axes[0][-1].legend(fontsize=6, loc="lower right")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for row in axes:
+        row[0].set_ylabel("top-1 % (dashed: train, solid: val)", fontsize=8)
+    axes.flat[0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=100)
 
 
 def elastic_strength(config: dict, side: int, draws: int, seed: int = 0) -> float:
@@ -218,11 +263,18 @@ def main() -> None:
     parser.add_argument("--dataset", nargs="+", default=["rvl-cdip"])
     parser.add_argument("--train", nargs="+", type=int, default=[4800, 1200])   # training images
     parser.add_argument("--nets", nargs="+", default=list(SWEEP_NETS))
-    parser.add_argument("--iters", type=int, default=400)   # mini's max_iter: the 20-minute budget fixes it
+    parser.add_argument("--iters", type=int, default=Variant.iters)
+    parser.add_argument("--width", type=float, default=Variant.width)
+    parser.add_argument("--side", type=int, default=Variant.side)
+    parser.add_argument("--batch", type=int, default=Variant.batch)
+    parser.add_argument("--lr", type=float, default=Variant.lr)
     parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)   # torch threads: 1, as each worker of `make table3`
     parser.add_argument("--store", default="runs/regime-store")   # embedded data of each train size
     args = parser.parse_args()
     if args.mode == "sweep":
+        import torch
+        torch.set_num_threads(args.threads)
         sweep(args)
     else:
         strength(args.draws)

@@ -89,3 +89,18 @@ def test_list_names_every_family_parameter_and_grid(capsys):
         for p in family.params:
             assert f"param {p.name} [{p.unit}]" in text
     assert "+45" in text and "r4c4" in text and "flip_ud" in text
+
+
+def test_gallery_compare_stacks_the_proxy_over_the_papers_grid_shrunk(tmp_path, capsys):
+    out = tmp_path / "g.png"
+    assert main(["transforms", "gallery", "--family", "noise", "--size", "48", "--compare", "--out", str(out)]) == 0
+    sheet = read(out)
+    n = 1 + len(FAMILIES["noise"].measurement_grid(48))
+    cols = math.ceil(math.sqrt(n))
+    half = LABEL_HEIGHT + math.ceil(n / cols) * (48 + LABEL_HEIGHT + GAP)
+    assert sheet.shape == (2 * half + 2 * GAP, cols * (48 + GAP))
+    proxy_ref = sheet[LABEL_HEIGHT:LABEL_HEIGHT + 48, :48]
+    paper_ref = sheet[half + 2 * GAP + LABEL_HEIGHT:][:48, :48]
+    np.testing.assert_array_equal(proxy_ref, paper_ref)   # both references: the 227-px picture shrunk to 48 px
+    assert main(["transforms", "gallery", "--family", "noise", "--compare", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--size below" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

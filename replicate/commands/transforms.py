@@ -7,7 +7,7 @@ import cv2
 
 from convert.errors import UserError
 from replicate.transforms import FAMILIES, REFERENCE_SIZE
-from replicate.transforms.gallery import DATASETS, gallery, read_image, synthetic_image, write_png
+from replicate.transforms.gallery import DATASETS, comparison, gallery, read_image, synthetic_image, write_png
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pictures.add_argument("--image", help="use this image file instead (resized to --size, crop: to S)")
     pictures.add_argument("--size", type=int, default=REFERENCE_SIZE, help="net input side (default 227)")
     pictures.add_argument("--resize", type=int, help="crop only: the Crop net's S at 227 px (default 256)")
+    pictures.add_argument("--compare", action="store_true",
+                          help="below the grid at --size, the paper's 227-px grid shrunk to --size (strength check)")
     pictures.add_argument("--out", required=True, help="output PNG")
     pictures.set_defaults(func=run_gallery)
 
@@ -77,15 +79,18 @@ def run_gallery(args: argparse.Namespace) -> int:
     config = {"resize": args.resize} if args.resize is not None else None
     if args.resize is not None and family.name != "crop":
         raise UserError("--resize: only the crop family has an S to choose")
+    if args.compare and args.size >= REFERENCE_SIZE:
+        raise UserError(f"--compare: shows a smaller side against the paper's {REFERENCE_SIZE} px; give --size below it")
+    side = REFERENCE_SIZE if args.compare else args.size   # --compare shrinks the 227-px picture itself
     if args.image:
         image = read_image(args.image)
         if family.name != "crop":
-            image = cv2.resize(image, (args.size, args.size), interpolation=cv2.INTER_LINEAR)
+            image = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
     else:
-        image = synthetic_image(args.dataset, args.size)
-    sheet = gallery(family, image, args.size, config)
+        image = synthetic_image(args.dataset, side)
+    sheet = (comparison if args.compare else gallery)(family, image, args.size, config)
     write_png(args.out, sheet, {"command": "transforms gallery", "family": family.name, "size": args.size,
-                                "image": args.image or f"synthetic {args.dataset} seed 0",
+                                "compare": args.compare, "image": args.image or f"synthetic {args.dataset} seed 0",
                                 "config": family.default_config | (config or {}),
                                 "grid": [[s.label, s.params] for s in family.measurement_grid(args.size, config)]})
     print(f"wrote {args.out}: {family.name} grid on {args.image or args.dataset} at {args.size} px")

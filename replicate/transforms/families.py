@@ -1,7 +1,10 @@
 """The ten families of Appendix A (Table 3 training ranges, measurement grids of Figs. 1, 7-9) and FAMILIES.
 
 Size rule (`Family.scaled`, k = size / 227): pixel lengths scale with k (blur sigma, elastic sigma,
-crop sizes and offsets); angles and intensities do not (rotation, shear, jitter, brightness, noise).
+crop sizes and offsets); angles and intensity shifts do not (rotation, shear, jitter, brightness).
+Noise sigma scales with k too: a pixel at size n covers (227/n)**2 pixels of the 227-px image, whose iid
+noise averages down by 227/n there, so sigma * k is the paper's noise seen at size n (measured in
+benchmarks/RESULTS.md, "Transform strength"; without it the 64-px noise was 3.7x the paper's).
 Elastic alpha scales with k**2: the field is white noise smoothed by a Gaussian, whose amplitude
 after smoothing is about alpha / sigma, so alpha ~ k**2 with sigma ~ k gives displacements ~ k,
 i.e. the same distortion relative to the image. Perspective offsets are in units of a square applied
@@ -174,18 +177,20 @@ NOISE = Family(
                 "one field for all channels (the authors' measurement code); per_channel=True: a value per "
                 "channel (their C++ training code, the training default here). Training: sigma ~ U[0, s_max], "
                 "a fresh field per image. Measurement: one fixed field (fixed seed) per sigma.",
-    size_rule="intensities: unchanged at every size",
+    size_rule="sigma scales with size/227: iid noise of the 227-px image, area-averaged to this size",
     params=(Param("sigma", "grey levels", "standard deviation of the noise", minimum=0), SEED,
             Param("per_channel", "bool", "draw a separate value for each channel", parse_bool)),
     apply_fn=ops.noise,
     training=tuple({"s_max": s} for s in (5, 10, 15, 20)),
-    draw=lambda config, rng, channels, size: {
-        "sigma": rng.uniform(0, config["s_max"]), "seed": _seed(rng), "per_channel": config["per_channel"]},
-    grid=lambda config, size: [
+    draw=lambda config, rng, channels, size: _linear_sigma(
+        {"sigma": rng.uniform(0, config["s_max"]), "seed": _seed(rng), "per_channel": config["per_channel"]},
+        size / REFERENCE_SIZE),
+    grid=_fixed_grid(lambda config: [
         Setting(f"{s:g}", {"sigma": float(s), "seed": MEASUREMENT_SEED + i, "per_channel": False})
-        for i, s in enumerate(NOISE_SIGMAS)],
+        for i, s in enumerate(NOISE_SIGMAS)], _linear_sigma),
     reference_params=lambda config, size: {"sigma": 0.0, "seed": MEASUREMENT_SEED, "per_channel": False},
     default_config={"per_channel": True},
+    scale=_linear_sigma,
 )
 
 

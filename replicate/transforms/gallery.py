@@ -13,7 +13,7 @@ import numpy as np
 from convert.errors import UserError
 from convert.protoio import atomic_write
 from replicate.paper import DATASETS
-from replicate.transforms.family import Family
+from replicate.transforms.family import REFERENCE_SIZE, Family
 
 LABEL_HEIGHT = 18
 GAP = 4
@@ -74,17 +74,44 @@ def write_png(path: str | Path, image: np.ndarray, metadata: dict) -> None:
     atomic_write(path, png_bytes(image, metadata))
 
 
+def panels(family: Family, image: np.ndarray, size: int, config: dict | None = None) -> list[tuple[str, np.ndarray]]:
+    """(label, picture) of the reference and of every measurement setting of family at `size`."""
+    out = [("reference", family.apply(image, **family.reference(size, config)))]
+    return out + [(s.label, family.apply(image, **s.params)) for s in family.measurement_grid(size, config)]
+
+
+def sheet(labelled: list[tuple[str, np.ndarray]], title: str = "") -> np.ndarray:
+    """Labelled panels on a square-ish grid, under an optional title line."""
+    cols = math.ceil(math.sqrt(len(labelled)))
+    rows = math.ceil(len(labelled) / cols)
+    ph, pw = labelled[0][1].shape[:2]
+    head = LABEL_HEIGHT if title else 0
+    grid = np.full((head + rows * (ph + LABEL_HEIGHT + GAP), cols * (pw + GAP)) + labelled[0][1].shape[2:], 255,
+                   np.uint8)
+    if title:
+        cv2.putText(grid, title, (2, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, (label, panel) in enumerate(labelled):
+        top, left = head + (i // cols) * (ph + LABEL_HEIGHT + GAP), (i % cols) * (pw + GAP)
+        grid[top:top + ph, left:left + pw] = panel
+        cv2.putText(grid, label, (left + 2, top + ph + LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return grid
+
+
 def gallery(family: Family, image: np.ndarray, size: int, config: dict | None = None) -> np.ndarray:
     """The reference and every measurement setting of family, as labelled panels on a grid."""
-    panels = [("reference", family.apply(image, **family.reference(size, config)))]
-    panels += [(s.label, family.apply(image, **s.params)) for s in family.measurement_grid(size, config)]
-    cols = math.ceil(math.sqrt(len(panels)))
-    rows = math.ceil(len(panels) / cols)
-    ph, pw = panels[0][1].shape[:2]
-    sheet = np.full((rows * (ph + LABEL_HEIGHT + GAP), cols * (pw + GAP)) + image.shape[2:], 255, np.uint8)
-    for i, (label, panel) in enumerate(panels):
-        top, left = (i // cols) * (ph + LABEL_HEIGHT + GAP), (i % cols) * (pw + GAP)
-        sheet[top:top + ph, left:left + pw] = panel
-        cv2.putText(sheet, label, (left + 2, top + ph + LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return sheet
+    return sheet(panels(family, image, size, config))
+
+
+def comparison(family: Family, image: np.ndarray, size: int, config: dict | None = None) -> np.ndarray:
+    """The proxy's grid at `size` above the paper's grid at 227 px seen at `size` (each panel area-shrunk).
+
+    `image` is at 227 px (crop: any side, the family resizes it to S). Both halves show the same picture
+    at the same content scale, so a size rule that makes the proxy stronger or weaker than the paper's
+    transform shows as a difference between them (benchmarks/RESULTS.md, "Transform strength")."""
+    shrink = lambda picture: cv2.resize(picture, (size, size), interpolation=cv2.INTER_AREA)
+    small = image if family.name == "crop" else shrink(image)
+    proxy = sheet(panels(family, small, size, config), f"proxy: {family.name} at {size} px")
+    paper = sheet([(label, shrink(picture)) for label, picture in panels(family, image, REFERENCE_SIZE, config)],
+                  f"paper: {family.name} at {REFERENCE_SIZE} px, shrunk to {size} px")
+    return np.concatenate([proxy, np.full((GAP * 2,) + proxy.shape[1:], 255, np.uint8), paper])
