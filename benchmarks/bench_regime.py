@@ -1,20 +1,23 @@
-"""Issue 16: the mini proxy's training regime (sweep) and transform strength at 64 px vs 227 px (strength).
+"""Issue 16: the mini proxy's training regime (sweep) and transform strength at 40 / 64 px vs 227 px (strength).
 
-Run: .venv/bin/python benchmarks/bench_regime.py sweep [--train 4800 1200] [--nets ...] [--iters 400]
+Run: .venv/bin/python benchmarks/bench_regime.py sweep [--train 2400 1200] [--nets ...] [--iters 1200]
+         [--width 0.5] [--side 48] [--batch 32] [--lr 0.01]
      .venv/bin/python benchmarks/bench_regime.py strength [--draws 200]
-sweep: trains a handful of zoo nets at mini with the training set cut to each --train size (same
-iterations, so fewer images = more epochs) and records, every --every iterations, top-1 accuracy on the
+sweep: trains a handful of zoo nets at a variant of mini (training-set size, iterations, width times
+mini's prototxt, input side, batch, base lr) and records, every --every iterations, top-1 accuracy on the
 un-augmented training images and on the validation split: benchmarks/regime/sweep.csv and sweep.png
-(over-fitting shows as train accuracy well above validation). The solver is mini's except max_iter and
-the step (kept at 2/3 of max_iter). Rerun rows append; the CSV records the commit of each row.
+(over-fitting shows as train accuracy well above validation). The solver is mini's except those numbers
+and the step (kept at 2/3 of max_iter). One torch thread, as each `make table3` worker. Rerun rows
+append; the CSV records the commit of each row and conv1's channels (width is relative to mini's
+prototxt of that commit: 32 conv1 channels before issue 16's choice, 16 after).
 strength: prints a Markdown table for benchmarks/RESULTS.md. Geometric families: the mean displacement of a pixel's
 source coordinate as a fraction of the side, and the fraction of output pixels filled with 0 (from
 outside the image), over `--draws` training draws of the family's sampler at each side. Displacement
 is measured by warping coordinate ramps (uint8, exact at both sides since 227 < 256), so it carries a
-rounding error of about 0.25 px per axis (0.4% of a 64-px side, 0.1% of 227). Elastic displacements are
-sub-pixel at 64 px, below that resolution, so they are read from the drawn field itself (exact).
+rounding error of about 0.25 px per axis (0.6% of a 40-px side, 0.1% of 227). Elastic displacements are
+sub-pixel at 40-64 px, below that resolution, so they are read from the drawn field itself (exact).
 Photometric families (blur, noise, colour jitter): the RMS intensity change / 255 on mini-docs images at
-each side, and again after area-resizing both images to 64 px (the change at the scale of the content).
+each side, and again after area-resizing both images to 40 px (the change at the scale of the content).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import numpy as np
 from replicate import zoo
 from replicate.transforms import FAMILIES
 
-SIDES = (64, 227)            # the mini input side and the paper's
+SIDES = (40, 64, 227)        # the mini input side, the mini side before issue 16, the paper's
 GEOMETRIC = ("perspective", "shear", "rotation")
 PHOTOMETRIC = ("blur", "noise", "color_jitter")
 
@@ -58,17 +61,17 @@ def geometric_strength(family: str, config: dict, side: int, draws: int, seed: i
 
 OUT = Path(__file__).parent / "regime"
 SWEEP_NETS = ("baseline", "perspective", "crop", "mirror", "shear")   # baseline + widest of 4 families
-FIELDS = ("commit", "dataset", "train_images", "iters", "width", "side", "batch", "lr", "net", "iteration", "epochs",
-          "train_acc", "val_acc", "seconds")
+FIELDS = ("commit", "dataset", "train_images", "iters", "width", "conv1", "side", "batch", "lr", "net", "iteration",
+          "epochs", "train_acc", "val_acc", "seconds")   # width: x mini's prototxt then; conv1: its channels
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """What the sweep changes about mini: training images, channel width, input side, batch, base lr."""
     train_images: int
-    iters: int = 400       # mini's max_iter
+    iters: int = 1200      # mini's max_iter
     width: float = 1.0     # every conv / fc layer's num_output times this (fc8 keeps the class count)
-    side: int = 64         # the input side (the transforms' size rules and Crop's resize sides follow it)
+    side: int = 40         # mini's input side (the transforms' size rules and Crop's resize sides follow it)
     batch: int = 32        # training batch
     lr: float = 0.01       # base_lr; the step stays at 2/3 of the run
 
@@ -115,6 +118,7 @@ def train_curve(dataset: str, variant: Variant, net, every: int, store_root: Pat
         if layer.type == "Data" and any(rule.phase == pb.TRAIN for rule in layer.include):
             layer.data_param.batch_size = variant.batch
     write_text_proto(job_dir / "train_val.prototxt", train_val)
+    conv1 = next(layer.convolution_param.num_output for layer in train_val.layer if layer.name == "conv1")
     solver_param = training.resolved_solver(scale, dataset, net, job_dir)
     solver_param.max_iter, solver_param.stepsize, solver_param.test_interval = (
         variant.iters, round(variant.iters * 2 / 3), 0)
@@ -131,7 +135,7 @@ def train_curve(dataset: str, variant: Variant, net, every: int, store_root: Pat
         seconds += time.time() - started   # training time only: the evaluations below are not counted
         solver.net.save_caffemodel(weights)
         acc = {split: 100 * training.evaluate(resolved(split), weights, job_dir) for split in ("train", "val")}
-        rows.append({"dataset": dataset, **variant.fields(), "net": net.name, "iteration": solver.iter,
+        rows.append({"dataset": dataset, **variant.fields(), "conv1": conv1, "net": net.name, "iteration": solver.iter,
                      "epochs": round(solver.iter * solver.images_per_iter / variant.train_images, 2),
                      "train_acc": round(acc["train"], 2), "val_acc": round(acc["val"], 2),
                      "seconds": round(seconds, 1)})
@@ -168,7 +172,7 @@ def plot_sweep(csv_path: Path, png: Path) -> None:
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     key = lambda r: (r["dataset"], Variant(int(r["train_images"]), int(r["iters"]), float(r["width"]),
-                                           int(r["side"]), int(r["batch"]), float(r["lr"])))
+                                           int(r["side"]), int(r["batch"]), float(r["lr"])), r["conv1"])
     panels = list(dict.fromkeys(key(r) for r in rows))
     columns = min(4, len(panels))
     grid = (len(panels) + columns - 1) // columns
@@ -180,7 +184,7 @@ def plot_sweep(csv_path: Path, png: Path) -> None:
             x = [float(r["epochs"]) for r in curve]
             ax.plot(x, [float(r["val_acc"]) for r in curve], color=f"C{i}", label=net)
             ax.plot(x, [float(r["train_acc"]) for r in curve], color=f"C{i}", linestyle="--")
-        ax.set_title(f"{panel[0]}: {panel[1].label()}", fontsize=7)
+        ax.set_title(f"{panel[0]}: {panel[1].label()} (conv1 {panel[2]})", fontsize=6)
         ax.set_xlabel("epochs")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(panels):]:
@@ -207,7 +211,7 @@ def elastic_strength(config: dict, side: int, draws: int, seed: int = 0) -> floa
 
 
 def photometric_strength(family: str, config: dict, side: int, draws: int, seed: int = 0) -> tuple[float, float]:
-    """(RMS intensity change / 255 at this side, the same after both images are area-resized to 64 px).
+    """(RMS intensity change / 255 at this side, the same after both images are area-resized to SIDES[0]).
 
     On mini-docs images rendered at 227 and resized to `side` as the data pipeline does; the second number
     compares the change at the same fraction of the image (the scale of its content)."""
@@ -240,20 +244,19 @@ def print_rows(columns: tuple[str, str], families: tuple[str, ...], measure, dra
 
 
 def strength(draws: int) -> None:
-    """The strength table (Markdown) of every family's widest RVL-CDIP net at 64 and 227 px."""
+    """The strength table (Markdown) of every family's widest RVL-CDIP net at each of SIDES."""
     print_rows(("mean displacement / side", "fraction filled with 0"), GEOMETRIC, geometric_strength, draws)
     net = zoo.widest("rvl-cdip", "elastic")
     for side in SIDES:
         print(f"| {net.name} (field) | {side} | {elastic_strength(dict(net.params), side, draws):.4f} | 0 |")
-    from replicate.config import get_scale
-    mini = get_scale("mini")
     for paper_side in (320,):
-        s = mini.crop_resize(paper_side)
-        print(f"| Crop {paper_side} (analytic) | 64 | zoom {s / 64:.3f}, max offset {(s - 64) / 64:.3f} | 0 |")
-        print(f"| Crop {paper_side} (analytic) | 227 | zoom {paper_side / 227:.3f}, max offset {(paper_side - 227) / 227:.3f} | 0 |")
+        for side in SIDES:
+            resize = round(paper_side * side / SIDES[-1])
+            print(f"| Crop {paper_side} (analytic) | {side} | zoom {resize / side:.3f}, max offset "
+                  f"{(resize - side) / side:.3f} | 0 |")
     print()
-    print_rows(("RMS change / 255", "RMS change / 255 at 64-px content scale"), PHOTOMETRIC, photometric_strength,
-               draws)
+    print_rows(("RMS change / 255", f"RMS change / 255 at {SIDES[0]}-px content scale"), PHOTOMETRIC,
+               photometric_strength, draws)
 
 
 def main() -> None:

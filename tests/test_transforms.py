@@ -271,25 +271,33 @@ def test_smooth_equals_scipy_gaussian_filter_truncated_at_two_sigma(sigma):
     np.testing.assert_allclose(ops.smooth(field, sigma), gaussian_filter(field, sigma, truncate=2.0), atol=1e-12)
 
 
-def change_at_64(before: np.ndarray, after: np.ndarray) -> float:
-    """RMS change between two pictures once both are area-shrunk to 64 px (the proxy's content scale)."""
-    shrink = lambda p: cv2.resize(p, (64, 64), interpolation=cv2.INTER_AREA).astype(float)
+def change_at(size: int, before: np.ndarray, after: np.ndarray) -> float:
+    """RMS change between two pictures once both are area-shrunk to `size` (the proxy's content scale)."""
+    shrink = lambda p: cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA).astype(float)
     return float(np.sqrt(((shrink(after) - shrink(before)) ** 2).mean()))
 
 
+# What a side cannot show (benchmarks/RESULTS.md, "Transform strength"): blur of sigma <= 1.5 at 227 px is
+# <= 0.42 px at 64 px and sigma <= 2.5 is <= 0.44 px at 40 px, where the authors' kernel rule gives 1-3 taps
+# that leave the image (almost) unchanged. At 40 px the Crop grid's offsets round to whole pixels of a
+# 0-5 px range and elastic fields of sigma 0.35-0.6 px are smoothed more than their alpha rule assumes.
+BLUR_LOST_BELOW = {64: 1.5, 40: 2.5}
+NOT_AT = {64: (), 40: ("crop", "elastic")}
+
+
+@pytest.mark.parametrize("size", [40, 64])
 @pytest.mark.parametrize("dataset", ["rvl-cdip", "ilsvrc"])
 @pytest.mark.parametrize("name", [n for n in FAMILIES if n not in ("baseline", "mirror")])
-def test_size_rule_keeps_each_setting_as_strong_at_64_px_as_the_papers_seen_at_64_px(name, dataset):
-    """The proxy's transform at 64 px changes the picture as much as the 227-px one shrunk to 64 px.
-
-    Blur at sigma 1.5 and below is left out: at 64 px that is 0.42 px or less, where the authors' kernel rule gives a
-    kernel of 1-3 taps that leaves the image (almost) unchanged; benchmarks/RESULTS.md records it."""
+def test_size_rule_keeps_each_setting_as_strong_as_the_papers_seen_at_the_small_side(name, dataset, size):
+    """The proxy's transform at `size` changes the picture as much as the 227-px one shrunk to `size`."""
     from replicate.transforms.gallery import panels, synthetic_image
+    if name in NOT_AT[size]:
+        pytest.skip(f"{name} is not representable at {size} px (see NOT_AT)")
     family, image = FAMILIES[name], synthetic_image(dataset, 227)
-    small = image if name == "crop" else cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
-    proxy, paper = panels(family, small, 64), panels(family, image, 227)
+    small = image if name == "crop" else cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    proxy, paper = panels(family, small, size), panels(family, image, 227)
     for (label, ours), (_, theirs) in zip(proxy[1:], paper[1:]):
-        if name == "blur" and float(label) <= 1.5 or np.array_equal(theirs, paper[0][1]):
+        if name == "blur" and float(label) <= BLUR_LOST_BELOW[size] or np.array_equal(theirs, paper[0][1]):
             continue
-        ratio = change_at_64(proxy[0][1], ours) / change_at_64(paper[0][1], theirs)
+        ratio = change_at(size, proxy[0][1], ours) / change_at(size, paper[0][1], theirs)
         assert 0.6 < ratio < 1.6, f"{name} {label}: proxy/paper change {ratio:.2f}"
