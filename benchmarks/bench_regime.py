@@ -174,16 +174,17 @@ def plot_sweep(csv_path: Path, png: Path) -> None:
     key = lambda r: (r["dataset"], Variant(int(r["train_images"]), int(r["iters"]), float(r["width"]),
                                            int(r["side"]), int(r["batch"]), float(r["lr"])), r["conv1"])
     panels = list(dict.fromkeys(key(r) for r in rows))
+    colours = {net: f"C{i}" for i, net in enumerate(dict.fromkeys(r["net"] for r in rows))}   # one per net
     columns = min(4, len(panels))
     grid = (len(panels) + columns - 1) // columns
     fig, axes = plt.subplots(grid, columns, figsize=(4.2 * columns, 3.4 * grid), squeeze=False, sharey=True)
     for ax, panel in zip(axes.flat, panels):
         mine = [r for r in rows if key(r) == panel]
-        for i, net in enumerate(dict.fromkeys(r["net"] for r in mine)):
+        for net in dict.fromkeys(r["net"] for r in mine):
             curve = [r for r in mine if r["net"] == net]
             x = [float(r["epochs"]) for r in curve]
-            ax.plot(x, [float(r["val_acc"]) for r in curve], color=f"C{i}", label=net)
-            ax.plot(x, [float(r["train_acc"]) for r in curve], color=f"C{i}", linestyle="--")
+            ax.plot(x, [float(r["val_acc"]) for r in curve], color=colours[net], label=net)
+            ax.plot(x, [float(r["train_acc"]) for r in curve], color=colours[net], linestyle="--")
         ax.set_title(f"{panel[0]}: {panel[1].label()} (conv1 {panel[2]})", fontsize=6)
         ax.set_xlabel("epochs")
         ax.grid(alpha=0.3)
@@ -191,9 +192,10 @@ def plot_sweep(csv_path: Path, png: Path) -> None:
         ax.axis("off")
     for row in axes:
         row[0].set_ylabel("top-1 % (dashed: train, solid: val)", fontsize=8)
-    axes.flat[0].legend(fontsize=6, loc="lower right")
+    handles = [plt.Line2D([], [], color=c, label=net) for net, c in colours.items()]
+    axes.flat[0].legend(handles=handles, fontsize=6, loc="lower right")
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    fig.savefig(png, dpi=70)
 
 
 def elastic_strength(config: dict, side: int, draws: int, seed: int = 0) -> float:
