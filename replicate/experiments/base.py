@@ -154,7 +154,8 @@ def train_missing(ctx: Context, needed: Inputs) -> None:
 def rebuild(ctx: Context) -> None:
     """--rebuild NAME: remove the stored jobs of that name at this scale so they are recomputed.
 
-    NAME is a net id (its training job and every measurement named after it), a data set
+    NAME is a net id (its training job, every seed replica of it (--seeds) and every measurement named
+    after it: they share the name and differ in the seed their key holds), a data set
     (`<dataset>-<scale>`) or any stored job's name an error message gave (e.g. a distance pair).
     """
     if not ctx.options.rebuild:
