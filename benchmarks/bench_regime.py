@@ -261,9 +261,29 @@ def strength(draws: int) -> None:
                photometric_strength, draws)
 
 
+def flips(store_root: Path) -> None:
+    """Markdown rows: top-1 of the stored mini baselines and mirror nets on test images under each flip."""
+    from replicate import config, experiment_data, training
+    from replicate.store import Store
+    from replicate.transforms import ops
+    scale, store = config.get_scale("mini"), Store(store_root)
+    print("| dataset | net | " + " | ".join(ops.FLIPS) + " |")
+    print("|---|---|" + "---|" * len(ops.FLIPS))
+    for dataset in ("rvl-cdip", "ilsvrc"):
+        data = experiment_data.data_for(dataset, scale, store, None, progress=False)
+        for net in (n for n in zoo.nets(dataset) if n.family in ("baseline", "mirror")):
+            job = training.job_for(store, scale, dataset, data, net, training.DROPOUT_CAFFE)
+            if not job.done:
+                continue
+            test = training.resolved_net(scale, dataset, data, net, data.eval_split)
+            cells = [100 * training.evaluate(test, job.dir / "net.caffemodel", job.dir,
+                                             augment=lambda image, f=flip: ops.mirror(image, f)) for flip in ops.FLIPS]
+            print(f"| {dataset} | {net.name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["strength", "sweep"])
+    parser.add_argument("mode", choices=["strength", "sweep", "flips"])
     parser.add_argument("--draws", type=int, default=200)   # enough for the means to settle to ~1% of their value
     parser.add_argument("--dataset", nargs="+", default=["rvl-cdip"])
     parser.add_argument("--train", nargs="+", type=int, default=[4800, 1200])   # training images
@@ -277,7 +297,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)   # torch threads: 1, as each worker of `make table3`
     parser.add_argument("--store", default="runs/regime-store")   # embedded data of each train size
     args = parser.parse_args()
-    if args.mode == "sweep":
+    if args.mode == "flips":   # reads the nets a `make table3` stored under --store (e.g. runs/store)
+        flips(Path(args.store).resolve())
+    elif args.mode == "sweep":
         import torch
         torch.set_num_threads(args.threads)
         sweep(args)

@@ -131,11 +131,15 @@ def _train(job: Job, job_dir: Path, scale: Scale, dataset: str, data: Experiment
                        "iterations": solver_param.max_iter, "weights": weights.name})
 
 
-def evaluate(net_param: pb.NetParameter, weights: Path, root: Path, device: str = "cpu") -> float:
-    """Top-1 accuracy over every record of the TEST Data layer's LMDB (ties count as correct, as in Caffe)."""
+def evaluate(net_param: pb.NetParameter, weights: Path, root: Path, device: str = "cpu",
+             augment: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
+    """Top-1 accuracy over every record of the TEST Data layer's LMDB (ties count as correct, as in Caffe).
+
+    `augment` transforms each stored image first (the Data layer's hook), e.g. to test a net on flipped images."""
     net = Net(net_param, pb.TEST, root=root).to(device)
     net.load_weights(weights)
     data_layer = net.layer("data")
+    data_layer.augment = augment
     total, batch = len(data_layer.dataset), data_layer.batch_size
     correct = 0
     with torch.no_grad():
