@@ -89,7 +89,8 @@ def test_views_follow_the_rows_and_the_size_rule():
     assert views[("elastic", 1)].params["sigma"] == pytest.approx(2.5 * k)
     assert views[("elastic", 1)].params["alpha"] == pytest.approx(5 * k * k)
     assert views[("blur", 2)].params == {"sigma": pytest.approx(2 * k)}
-    assert views[("noise", 1)].params["sigma"] == 8.0 and views[("noise", 1)].params["per_channel"] is False
+    assert views[("noise", 1)].params["sigma"] == pytest.approx(8.0 * k)   # noise sigma scales too
+    assert views[("noise", 1)].params["per_channel"] is False
     assert views[("perspective", 1)].params["sigma"] == pytest.approx(0.0002 * k)   # the grid's mildest warp
     assert views[("perspective", 2)].params["sigma"] == pytest.approx(0.0004 * k)
 

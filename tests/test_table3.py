@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,7 +49,9 @@ def test_table_has_every_net_with_published_and_reproduced_numbers(smoke_run):
             assert 0 <= reproduced <= 100
             assert float(row[f"{col}_diff"]) == pytest.approx(reproduced - published.accuracy[d], abs=0.011)
     text = (smoke_run / "table3" / "smoke" / "table3.md").read_text()
-    assert "Proxy" in text and "Rank correlation" in text and "holds" in text
+    assert "Proxy" in text and "Rank correlation" in text
+    verdicts = re.findall(r"^- \*\*(holds|does not hold|not applicable[^*]*)\*\* — .*\((T3-[\w-]+)\)", text, re.M)
+    assert [claim for _, claim in verdicts] == [c.id for c in paper.claims("table3")]   # one verdict per claim
 
 
 def test_reproduced_cells_come_from_the_stored_trained_nets(smoke_run):
