@@ -124,10 +124,7 @@ def train_curve(dataset: str, variant: Variant, net, every: int, store_root: Pat
         variant.iters, round(variant.iters * 2 / 3), 0)
     solver_param.base_lr = variant.lr
     solver = Solver(solver_param, root=job_dir, seed=net.seed, device="cpu", progress=False)
-    augment = training.augmentation(net, scale)
-    if augment is not None:
-        rng = np.random.default_rng([net.seed, 1])
-        solver.net.layer("data").augment = lambda image: augment(image, rng)
+    training.attach_augmentation(solver, net, scale)
     rows, seconds, weights = [], 0.0, job_dir / "w.caffemodel"
     for _ in range(variant.iters // every):
         started = time.time()
@@ -251,9 +248,11 @@ def strength(draws: int) -> None:
     net = zoo.widest("rvl-cdip", "elastic")
     for side in SIDES:
         print(f"| {net.name} (field) | {side} | {elastic_strength(dict(net.params), side, draws):.4f} | 0 |")
+    from replicate.config import get_scale
+    mini = get_scale("mini")
     for paper_side in (320,):
         for side in SIDES:
-            resize = round(paper_side * side / SIDES[-1])
+            resize = dataclasses.replace(mini, input_size=side).crop_resize(paper_side)   # the pipeline's rule
             print(f"| Crop {paper_side} (analytic) | {side} | zoom {resize / side:.3f}, max offset "
                   f"{(resize - side) / side:.3f} | 0 |")
     print()

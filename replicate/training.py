@@ -80,6 +80,14 @@ def augmentation(net: zoo.Net, scale: Scale) -> Callable[[np.ndarray, np.random.
     return FAMILIES[net.family].sampler(dict(net.params), scale.input_size)
 
 
+def attach_augmentation(solver, net: zoo.Net, scale: Scale) -> None:
+    """Hook a zoo net's training transform into the solver's Data layer, drawing from its own seeded stream."""
+    augment = augmentation(net, scale)
+    if augment is not None:
+        rng = np.random.default_rng([net.seed, 1])
+        solver.net.layer("data").augment = lambda image: augment(image, rng)
+
+
 def job_for(store: Store, scale: Scale, dataset: str, data: ExperimentData, net: zoo.Net, dropout: str) -> Job:
     """The store entry of one trained network."""
     config = {"dataset": dataset, "data": data.source, "data_dir": str(data.root), "scale": scale.name,
@@ -113,10 +121,7 @@ def _train(job: Job, job_dir: Path, scale: Scale, dataset: str, data: Experiment
     started = time.time()
     # The seed also seeds the global torch RNG (Dropout's masks): a rerun of the job gives the same net.
     solver = Solver(solver_param, root=job_dir, seed=net.seed, dropout=dropout, device=device, progress=False)
-    augment = augmentation(net, scale)
-    if augment is not None:
-        rng = np.random.default_rng([net.seed, 1])
-        solver.net.layer("data").augment = lambda image: augment(image, rng)
+    attach_augmentation(solver, net, scale)
     solver.solve()
     train_seconds = time.time() - started
     weights = job_dir / "net.caffemodel"
