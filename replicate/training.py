@@ -7,9 +7,14 @@ with `replicate train`, except for the augmentation, which the authors ran insid
 transformer and we run in the Data layer's `augment` hook), the trained net.caffemodel, and
 result.json with the accuracies.
 
-Augmentation order, as in the authors' fork: the transform is applied to the stored uint8 image,
-then Caffe's DataTransformer crops (Crop nets: random at TRAIN, centre at TEST), subtracts the mean
-file and scales by 1/255. Evaluation uses untransformed images (centre crops for Crop nets).
+Augmentation: the transform is applied to the stored uint8 image, then Caffe's DataTransformer crops
+(Crop nets: random at TRAIN, centre at TEST), subtracts the mean file and scales by 1/255. Evaluation
+uses untransformed images (centre crops for Crop nets). The authors' fork ran its transforms after a
+linear step (subtract the per-channel mean value, scale by 1/255; createNetwork.py's transform order:
+noise, jitter, linear, mirror, perspective, elastic, rotate, shear, blur, crop), so their warps filled
+the pixels from outside the image with 0 in mean-subtracted units: the dataset's mean colour, not black.
+We warp the raw image with fill = the mean file's per-channel average (`channel_mean`), the same picture
+up to uint8 rounding; after the mean file is subtracted those pixels are close to 0 as theirs were.
 """
 from __future__ import annotations
 
@@ -73,19 +78,36 @@ def resolved_solver(scale: Scale, dataset: str, net: zoo.Net, job_dir: Path) -> 
     return solver
 
 
-def augmentation(net: zoo.Net, scale: Scale) -> Callable[[np.ndarray, np.random.Generator], np.ndarray] | None:
-    """The per-image training transform of a zoo net (None for baselines and Crop nets, whose crop is Caffe's)."""
+def channel_mean(transformer: DataTransformer) -> tuple[float, ...]:
+    """The per-channel value a Data layer subtracts on average: the mean file's channel means, or its mean values."""
+    if transformer.mean_file is not None:
+        return tuple(float(v) for v in transformer.mean_file.mean(axis=(1, 2)))
+    return tuple(float(v) for v in transformer.mean_values) or (0.0,)
+
+
+def augmentation(net: zoo.Net, scale: Scale, fill: tuple[float, ...] = (0.0,)
+                 ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray] | None:
+    """The per-image training transform of a zoo net (None for baselines and Crop nets, whose crop is Caffe's).
+
+    `fill` is what the warps (rotation, shear, perspective) bring in from outside the image."""
     if net.family in ("baseline", "crop"):
         return None
-    return FAMILIES[net.family].sampler(dict(net.params), scale.input_size)
+    family = FAMILIES[net.family]
+    config = dict(net.params)
+    if "fill" in family.default_config:
+        config["fill"] = fill
+    return family.sampler(config, scale.input_size)
 
 
 def attach_augmentation(solver, net: zoo.Net, scale: Scale) -> None:
-    """Hook a zoo net's training transform into the solver's Data layer, drawing from its own seeded stream."""
-    augment = augmentation(net, scale)
+    """Hook a zoo net's training transform into the solver's Data layer, drawing from its own seeded stream.
+
+    Warps fill with the Data layer's mean colour, as the authors' fork did (see the module docstring)."""
+    data_layer = solver.net.layer("data")
+    augment = augmentation(net, scale, channel_mean(data_layer.transformer))
     if augment is not None:
         rng = np.random.default_rng([net.seed, 1])
-        solver.net.layer("data").augment = lambda image: augment(image, rng)
+        data_layer.augment = lambda image: augment(image, rng)
 
 
 def job_for(store: Store, scale: Scale, dataset: str, data: ExperimentData, net: zoo.Net, dropout: str) -> Job:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from replicate import cli, paper, zoo
@@ -188,3 +189,21 @@ def test_seeds_train_replicas_beside_the_stored_nets_and_print_mean_and_spread(s
     assert " ± " in text and "Seed noise, rvl-cdip:" in text and "2 per network" in text
     assert body["claims"][0]["numbers"]["seed noise (points)"] is not None
     assert run_table3(out, "--seeds", "0") == 2
+
+
+def test_training_warps_fill_with_the_data_layers_mean_colour(smoke_run, tmp_path):
+    from convert.protoio import write_text_proto
+    from replicate.solver import Solver
+    from replicate.training import attach_augmentation, resolved_solver
+    scale, dataset = get_scale("smoke"), "rvl-cdip"
+    data = data_for(dataset, scale, Store(smoke_run / "store"), None, progress=False)
+    net = zoo.widest(dataset, "rotation")
+    write_text_proto(tmp_path / "train_val.prototxt", resolved_net(scale, dataset, data, net))
+    solver = Solver(resolved_solver(scale, dataset, net, tmp_path), root=tmp_path, seed=net.seed, progress=False)
+    attach_augmentation(solver, net, scale)
+    layer = solver.net.layer("data")
+    mean = layer.transformer.mean_file.mean(axis=(1, 2))
+    black = np.zeros((scale.input_size, scale.input_size, len(mean)), np.uint8).squeeze()
+    # A rotated black image is black inside and the mean colour where the corners came from outside.
+    brightest = np.max([layer.augment(black).reshape(-1, len(mean)).max(0) for _ in range(20)], axis=0)
+    assert 100 < mean.min() and np.array_equal(brightest, np.rint(mean))

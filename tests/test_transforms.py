@@ -105,6 +105,52 @@ def test_pixels_from_outside_the_image_are_zero():
     assert ops.elastic(white, 15, 2, 0).min() == 255  # elastic coordinates are clipped to the image
 
 
+def naive_affine(image: np.ndarray, matrix: np.ndarray, fill: tuple[float, ...]) -> np.ndarray:
+    """Backward bilinear warp, written out: out(x, y) = sum of the four neighbours of M^-1 (x, y), outside = fill."""
+    h, w = image.shape[:2]
+    inverse = cv2.invertAffineTransform(matrix)
+    padded = np.empty((h + 2, w + 2, image.shape[2]))
+    padded[:] = fill
+    padded[1:-1, 1:-1] = image
+    ys, xs = np.indices((h, w), dtype=np.float64)
+    sx = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    sy = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    x0, y0 = np.floor(sx), np.floor(sy)
+    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+    # Neighbours beyond the one-pixel frame are outside as well: clip them onto the frame (which holds fill).
+    at = lambda yy, xx: padded[np.clip(yy + 1, 0, h + 1).astype(int), np.clip(xx + 1, 0, w + 1).astype(int)]
+    out = ((1 - fx) * (1 - fy) * at(y0, x0) + fx * (1 - fy) * at(y0, x0 + 1)
+           + (1 - fx) * fy * at(y0 + 1, x0) + fx * fy * at(y0 + 1, x0 + 1))
+    return np.clip(np.rint(out), 0, 255)
+
+
+@pytest.mark.parametrize("fill", [(0.0,), (234.0,), (104.0, 117.0, 123.0)])
+def test_warps_fill_outside_pixels_with_the_given_colour_as_a_naive_bilinear_warp(fill):
+    image = smooth_image(48, 3)   # smooth: OpenCV's 1/32-px coordinate steps move a grey level at most
+    for out, matrix in ((ops.rotation(image, 17, fill=fill), ops.rotation_matrix(image.shape, 17)),
+                        (ops.shear(image, -12, "v", fill=fill), ops.shear_matrix(-12, "v"))):
+        error = np.abs(out.astype(float) - naive_affine(image, matrix, fill))
+        # OpenCV rounds source coordinates to 1/32 px: up to 255/64 ~ 4 levels on the image/fill edge.
+        assert error.max() <= 4 and (error <= 1).mean() > 0.97
+    white = np.full((48, 48, 3), 255, np.uint8)
+    warped = ops.perspective(white, 0.002, 3, fill=fill)
+    far_outside = (warped != 255).all(axis=2) & (ops.perspective(white, 0.002, 3) == 0).all(axis=2)
+    assert far_outside.any() and (warped[far_outside] == np.broadcast_to(fill, (3,))).all()
+
+
+def test_a_bad_fill_names_the_channels_expected():
+    with pytest.raises(UserError, match="fill: got 2 value"):
+        ops.rotation(random_image(16, 3), 10, fill=(1, 2))
+
+
+@pytest.mark.parametrize("name", ["rotation", "shear", "perspective"])
+def test_warp_samplers_fill_with_the_configured_colour_and_grids_with_zero(name):
+    config = {**FAMILIES[name].training[-1], "fill": (234.0,)}
+    assert all(d["fill"] == (234.0,) for d in draws(name, config, n=20))
+    assert all(d["fill"] == 0.0 for d in draws(name, FAMILIES[name].training[-1], n=20))
+    assert all("fill" not in s.params for s in FAMILIES[name].measurement_grid(64))
+
+
 def test_blur_kernel_size_rule():
     assert [ops.blur_ksize(s) for s in (0, 0.2, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 5)] == [1, 1, 1, 3, 5, 7, 9, 11, 13, 21]
     image = random_image(64)

@@ -24,6 +24,12 @@ from replicate.transforms.family import REFERENCE_SIZE, Family, Param, Setting, 
 
 MEASUREMENT_SEED = 54321  # first seed of the fixed fields (elastic, noise, perspective); setting i uses +i
 SEED = Param("seed", "integer", "seed of numpy.random.default_rng drawing the random field", int, minimum=0)
+# Pixels a warp brings in from outside the image. Measurement grids fill 0 (black), as the authors' measurement
+# code warped raw images; training fills the dataset's mean (replicate/training.py), as their fork warped
+# mean-subtracted floats. The sampler's config key "fill" carries it (default_config: 0).
+FILL = Param("fill", "grey levels", "value of pixels from outside the image: one (all channels) or one per "
+             "channel in B,G,R order", lambda text: tuple(float(v) for v in text.split(",")))
+WARP_DEFAULTS = {"fill": 0.0}
 
 
 def _seed(rng: np.random.Generator) -> int:
@@ -226,57 +232,60 @@ PERSPECTIVE = Family(
     name="perspective", title="Perspective",
     description="Homography from the square (0,0),(1,0),(1,1),(0,1) to the same corners plus N(0, sigma) "
                 "offsets in x and y, applied directly to pixel coordinates (cv2.getPerspectiveTransform + "
-                "warpPerspective, bilinear, fill 0), so sigma = 0.001 is already a strong warp at 227 px. "
+                "warpPerspective, bilinear, fill 0; training: the mean), so sigma = 0.001 is already a strong warp at 227 px. "
                 "Training: sigma ~ U[0, s_max], fresh offsets per image. Measurement: 10 fixed warps "
                 "(fixed seeds) with offset std 0.0002, 0.0004, ..., 0.002: the authors' generator of "
                 "equally spaced sigma_k = k * 0.004 / 10 (widest training range) with offsets N(0, sigma_k / 2).",
     size_rule="square side and sigma scale with size/227: the warp is the 227-px warp conjugated by "
               "the scaling, so the picture is the same at every size",
     params=(Param("sigma", "unit-square units", "standard deviation of each corner offset", minimum=0), SEED,
-            Param("square", "px", "side of the square the offsets are stated on (1 at 227 px)", minimum=1e-9)),
+            Param("square", "px", "side of the square the offsets are stated on (1 at 227 px)", minimum=1e-9), FILL),
     apply_fn=ops.perspective,
     training=tuple({"s_max": s} for s in (0.001, 0.002, 0.003, 0.004)),
-    draw=lambda config, rng, channels, size: _perspective_scale(
+    draw=lambda config, rng, channels, size: {**_perspective_scale(
         {"sigma": rng.uniform(0, config["s_max"]), "seed": _seed(rng), "square": 1.0}, size / REFERENCE_SIZE),
+        "fill": config["fill"]},
     grid=_fixed_grid(lambda config: [
         Setting(f"{s:.4g}", {"sigma": s, "seed": MEASUREMENT_SEED + i, "square": 1.0})
         for i, s in enumerate(PERSPECTIVE_SIGMAS)], _perspective_scale),
     reference_params=lambda config, size: {"sigma": 0.0, "seed": MEASUREMENT_SEED, "square": size / REFERENCE_SIZE},
-    scale=_perspective_scale,
+    scale=_perspective_scale, default_config=WARP_DEFAULTS,
 )
 
 ROTATION_ANGLES = (2.5, 5, 10, 15, 20, 25, 30, 45)
 ROTATION = Family(
     name="rotation", title="Rotation",
-    description="cv2.getRotationMatrix2D about the pixel centre ((w-1)/2, (h-1)/2), bilinear, fill 0; "
+    description="cv2.getRotationMatrix2D about the pixel centre ((w-1)/2, (h-1)/2), bilinear, fill 0 "
+                "(training: the mean); "
                 "positive angles turn counter-clockwise on screen. Training: theta ~ U[-t, t]. "
                 "Measurement: +-{2.5, 5, 10, 15, 20, 25, 30, 45} (Appendix A; Section 5.1 says 40 last).",
     size_rule="angles: unchanged at every size",
-    params=(Param("angle", "degrees", "rotation angle"),),
+    params=(Param("angle", "degrees", "rotation angle"), FILL),
     apply_fn=ops.rotation,
     training=tuple({"t": t} for t in (5, 10, 15, 20)),
-    draw=lambda config, rng, channels, size: {"angle": rng.uniform(-config["t"], config["t"])},
+    draw=lambda config, rng, channels, size: {"angle": rng.uniform(-config["t"], config["t"]), "fill": config["fill"]},
     grid=lambda config, size: [Setting(f"{a:+g}", {"angle": float(a)}) for a in _signed(ROTATION_ANGLES)],
-    reference_params=lambda config, size: {"angle": 0.0},
+    reference_params=lambda config, size: {"angle": 0.0}, default_config=WARP_DEFAULTS,
 )
 
 SHEAR_ANGLES = (5, 10, 15, 20, 25, 30)
 SHEAR = Family(
     name="shear", title="Shear",
     description="Affine [[1, tan(theta), 0], [0, 1, 0]] (h) or [[1, 0, 0], [tan(theta), 1, 0]] (v) about the "
-                "TOP-LEFT corner (the authors' convention, not the centre), bilinear, fill 0. Training: "
+                "TOP-LEFT corner (the authors' convention, not the centre), bilinear, fill 0 (training: the mean). Training: "
                 "theta ~ U[-t, t], h or v with p = 0.5. Measurement: horizontal only, +-{5, ..., 30}.",
     size_rule="angles: unchanged at every size",
     params=(Param("angle", "degrees", "shear angle theta"),
             Param("orientation", "choice", "h: rows slide along x; v: columns slide along y", str,
-                  choices=ops.ORIENTATIONS)),
+                  choices=ops.ORIENTATIONS), FILL),
     apply_fn=ops.shear,
     training=tuple({"t": t} for t in (5, 10, 15, 20)),
     draw=lambda config, rng, channels, size: {
-        "angle": rng.uniform(-config["t"], config["t"]), "orientation": "h" if rng.random() < 0.5 else "v"},
+        "angle": rng.uniform(-config["t"], config["t"]), "orientation": "h" if rng.random() < 0.5 else "v",
+        "fill": config["fill"]},
     grid=lambda config, size: [Setting(f"{a:+g}", {"angle": float(a), "orientation": "h"})
                                for a in _signed(SHEAR_ANGLES)],
-    reference_params=lambda config, size: {"angle": 0.0, "orientation": "h"},
+    reference_params=lambda config, size: {"angle": 0.0, "orientation": "h"}, default_config=WARP_DEFAULTS,
 )
 
 class Registry(dict):

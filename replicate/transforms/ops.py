@@ -2,7 +2,9 @@
 
 Every function takes a uint8 image (HxW grey or HxWxC, BGR as OpenCV/Caffe store it) and returns
 a new uint8 image of the same shape (crop: crop x crop). Pixels that come from outside the image
-are 0; values shifted out of [0, 255] are clipped. Parameters are taken literally at the image's
+are `fill` (rotation, shear, perspective; default 0, black: what the authors' measurement code warps
+raw images with; their training warps ran after mean subtraction, i.e. filled with the mean, see
+training.py); values shifted out of [0, 255] are clipped. Parameters are taken literally at the image's
 own size: families.py maps the paper's 227-px units to other sizes.
 """
 from __future__ import annotations
@@ -35,10 +37,22 @@ def _same_shape(out: np.ndarray, image: np.ndarray) -> np.ndarray:
     return out.reshape(image.shape)
 
 
-def _warp_affine(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+Fill = float | Sequence[float]   # grey levels of pixels from outside the image: one for all channels, or one each
+
+
+def border_value(image: np.ndarray, fill: Fill) -> tuple[float, ...]:
+    """OpenCV's borderValue for `fill`: one value per channel (a bare number would fill channels 2-4 with 0)."""
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    values = tuple(float(v) for v in np.atleast_1d(np.asarray(fill, dtype=np.float64)))
+    if len(values) not in (1, channels) or channels > 4:
+        raise UserError(f"fill: got {len(values)} value(s) for {channels} channel(s), expected 1 or {channels}")
+    return values * channels if len(values) == 1 else values
+
+
+def _warp_affine(image: np.ndarray, matrix: np.ndarray, fill: Fill) -> np.ndarray:
     h, w = image.shape[:2]
     out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=border_value(image, fill))
     return _same_shape(out, image)
 
 
@@ -161,13 +175,13 @@ def perspective_matrix(offsets: Sequence[float], square: float = 1.0) -> np.ndar
     return cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32))
 
 
-def perspective(image: np.ndarray, sigma: float, seed: int, square: float = 1.0) -> np.ndarray:
-    """Warp by the homography of perspective_matrix(perspective_offsets(sigma, seed), square), fill 0."""
+def perspective(image: np.ndarray, sigma: float, seed: int, square: float = 1.0, fill: Fill = 0) -> np.ndarray:
+    """Warp by the homography of perspective_matrix(perspective_offsets(sigma, seed), square), bilinear."""
     check_image(image)
     h, w = image.shape[:2]
     matrix = perspective_matrix(perspective_offsets(sigma, seed), square)
     out = cv2.warpPerspective(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=border_value(image, fill))
     return _same_shape(out, image)
 
 
@@ -179,10 +193,10 @@ def rotation_matrix(shape: tuple[int, ...], angle: float) -> np.ndarray:
     return cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
 
 
-def rotation(image: np.ndarray, angle: float) -> np.ndarray:
-    """Rotate about the image centre, bilinear, fill 0."""
+def rotation(image: np.ndarray, angle: float, fill: Fill = 0) -> np.ndarray:
+    """Rotate about the image centre, bilinear."""
     check_image(image)
-    return _warp_affine(image, rotation_matrix(image.shape, angle))
+    return _warp_affine(image, rotation_matrix(image.shape, angle), fill)
 
 
 def shear_matrix(angle: float, orientation: str) -> np.ndarray:
@@ -198,7 +212,7 @@ def shear_matrix(angle: float, orientation: str) -> np.ndarray:
     return matrix
 
 
-def shear(image: np.ndarray, angle: float, orientation: str = "h") -> np.ndarray:
-    """Shear by angle degrees about the top-left corner (the authors' convention), bilinear, fill 0."""
+def shear(image: np.ndarray, angle: float, orientation: str = "h", fill: Fill = 0) -> np.ndarray:
+    """Shear by angle degrees about the top-left corner (the authors' convention), bilinear."""
     check_image(image)
-    return _warp_affine(image, shear_matrix(angle, orientation))
+    return _warp_affine(image, shear_matrix(angle, orientation), fill)
