@@ -10,6 +10,7 @@ API:
                                                    case-insensitive; unknown -> UserError listing the valid ones
     widest(dataset, family) -> Net                 the net trained with the widest range of a family
                                                    (the one Figs. 1, 7 compare against the baseline)
+    as_trained_by(net, convention) -> Net          the net under a perspective-sigma convention (below)
 
 Training parameters are the transform family's training config (replicate.transforms FAMILIES[f].training),
 in docs/protocol.md's units at 227 px: color_jitter sigma; crop resize (resize to S x S, then a 227 crop); elastic
@@ -23,6 +24,12 @@ widest, which is also the elastic net the paper finetuned in Tables 2 and 4. Mir
 either one. Crop 320 is the widest crop, although Tables 2 and 4 finetuned Crop 256 (see
 replicate.paper.finetune_table for the nets the paper finetuned).
 
+Perspective sigma: the paper labels its perspective nets s_max = 0.001 .. 0.004 (Table 3) and this zoo
+follows it; the authors' generator (python/generation/generateExperiement.py, augmentation group) trained
+them with 0.0001 .. 0.0004, a tenth (docs/protocol.md, "Paper and code disagree"). `as_trained_by(net,
+"code")` is the net with the code's range: id `<id>-code` (a store entry of its own), the same Table 3
+name, seed and rank; `get` accepts those ids.
+
 Seeds: every net has its own seed (the paper's nets were trained independently; Baselines 1-3 differ only
 in it). Edit zoo.csv to change them. `replica(net, k)` is the same net with another seed (table3 --seeds).
 """
@@ -34,6 +41,9 @@ from functools import lru_cache
 from convert.errors import UserError
 from replicate.paper import DATASETS, PAPER_TABLES, parse_params, read_csv
 
+SIGMA_CONVENTIONS = ("paper", "code")   # perspective s_max as Table 3 labels it, or as the authors' code trained
+CODE_SUFFIX = "-code"                   # id suffix of a perspective net under the "code" convention
+CODE_PERSPECTIVE_FACTOR = 0.1           # generateExperiement.py's perspective=0.0001..0.0004 over Table 3's 0.001..0.004
 FAMILIES = ("baseline", "color_jitter", "crop", "elastic", "blur", "noise", "mirror", "perspective",
             "rotation", "shear")
 ZOO_CSV = PAPER_TABLES / "zoo.csv"
@@ -97,7 +107,9 @@ def nets(dataset: str | None = None, family: str | None = None) -> list[Net]:
 
 
 def get(name: str, dataset: str) -> Net:
-    """The net of `dataset` whose Table 3 name or id is `name` (case-insensitive)."""
+    """The net of `dataset` whose Table 3 name or id is `name` (case-insensitive; `<id>-code`: as_trained_by code)."""
+    if name.lower().endswith(CODE_SUFFIX) and name.lower().startswith("perspective"):
+        return as_trained_by(get(name[:-len(CODE_SUFFIX)], dataset), "code")
     candidates = nets(dataset)
     for n in candidates:
         if name.lower() in (n.id.lower(), n.name.lower()):
@@ -110,3 +122,14 @@ def widest(dataset: str, family: str) -> Net:
     """The family's net with the highest range_rank (Baseline 1 for the baseline family)."""
     members = nets(dataset, family)
     return max(members, key=lambda n: n.range_rank)  # max keeps the first on ties: Baseline 1
+
+
+def as_trained_by(net: Net, convention: str) -> Net:
+    """The net under a perspective-sigma convention: "paper" is the net; "code" trains s_max / 10 (see above)."""
+    if convention not in SIGMA_CONVENTIONS:
+        raise UserError(f"perspective sigma convention {convention!r}; expected one of {', '.join(SIGMA_CONVENTIONS)}")
+    if convention == "paper" or net.family != "perspective":
+        return net
+    # round: 0.003 * 0.1 is 0.00030000000000000003 in floats; the code's value is 0.0003
+    return replace(net, id=net.id + CODE_SUFFIX,
+                   params={"s_max": round(net.params["s_max"] * CODE_PERSPECTIVE_FACTOR, 12)})
