@@ -99,6 +99,11 @@ def sweep_net(name: str, dataset: str):
     return zoo.widest(dataset, name) if name in FAMILIES else zoo.get(name, dataset)
 
 
+def net_label(net) -> str:
+    """The net's Table 3 name; a perspective net under the code's convention says so (same name, a tenth of s_max)."""
+    return net.name + (f" (code: s_max {net.params['s_max']:g})" if net.id.endswith(zoo.CODE_SUFFIX) else "")
+
+
 def train_curve(dataset: str, variant: Variant, net, every: int, store_root: Path) -> list[dict]:
     """One net trained at a mini variant: accuracy rows on train and val every `every` iterations."""
     from convert import caffe_pb2 as pb
@@ -132,7 +137,8 @@ def train_curve(dataset: str, variant: Variant, net, every: int, store_root: Pat
         seconds += time.time() - started   # training time only: the evaluations below are not counted
         solver.net.save_caffemodel(weights)
         acc = {split: 100 * training.evaluate(resolved(split), weights, job_dir) for split in ("train", "val")}
-        rows.append({"dataset": dataset, **variant.fields(), "conv1": conv1, "net": net.name, "iteration": solver.iter,
+        rows.append({"dataset": dataset, **variant.fields(), "conv1": conv1, "net": net_label(net),
+                     "iteration": solver.iter,
                      "epochs": round(solver.iter * solver.images_per_iter / variant.train_images, 2),
                      "train_acc": round(acc["train"], 2), "val_acc": round(acc["val"], 2),
                      "seconds": round(seconds, 1)})

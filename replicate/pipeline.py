@@ -53,6 +53,14 @@ def _run(task: Task) -> tuple[str, str, int, dict]:
                                                        task.device)
 
 
+def requested(dataset: str, only: set[str] | None) -> list[zoo.Net]:
+    """The zoo's nets of a dataset, or those with the ids in `only` (zoo.get's ids, e.g. `<id>-code`), in zoo order."""
+    if only is None:
+        return zoo.nets(dataset)
+    order = {n.name: i for i, n in enumerate(zoo.nets(dataset))}
+    return sorted((zoo.get(i, dataset) for i in only), key=lambda n: (order[n.name], n.id))   # unknown: UserError
+
+
 def collect(store: Store, scale: Scale, datasets: list[str], data: dict[str, ExperimentData],
             dropout: str, device: str, executor: Executor, progress: bool = True,
             only: set[str] | None = None, replicas: int = 1) -> dict[str, dict[str, float]]:
@@ -64,9 +72,7 @@ def collect(store: Store, scale: Scale, datasets: list[str], data: dict[str, Exp
     results: dict[str, dict[str, float]] = {d: {} for d in datasets}
     pending = []
     for dataset in datasets:
-        for net_id in sorted((only or set()) - {n.id for n in zoo.nets(dataset)}):
-            zoo.get(net_id, dataset)   # an unknown id: UserError listing the valid ones
-        for net in (n for n in zoo.nets(dataset) if only is None or n.id in only):
+        for net in requested(dataset, only):
             for k in range(replicas):
                 job = job_for(store, scale, dataset, data[dataset], zoo.replica(net, k), dropout)
                 if not job.done:

@@ -43,7 +43,7 @@ from replicate.paper import DATASETS, PAPER_TABLES, parse_params, read_csv
 
 SIGMA_CONVENTIONS = ("paper", "code")   # perspective s_max as Table 3 labels it, or as the authors' code trained
 CODE_SUFFIX = "-code"                   # id suffix of a perspective net under the "code" convention
-CODE_PERSPECTIVE_FACTOR = 0.1           # generateExperiement.py's perspective=0.0001..0.0004 over Table 3's 0.001..0.004
+CODE_PERSPECTIVE_FACTOR = 0.1           # generateExperiement.py's 0.0001..0.0004 over Table 3's 0.001..0.004
 FAMILIES = ("baseline", "color_jitter", "crop", "elastic", "blur", "noise", "mirror", "perspective",
             "rotation", "shear")
 ZOO_CSV = PAPER_TABLES / "zoo.csv"

@@ -232,7 +232,8 @@ PERSPECTIVE = Family(
     name="perspective", title="Perspective",
     description="Homography from the square (0,0),(1,0),(1,1),(0,1) to the same corners plus N(0, sigma) "
                 "offsets in x and y, applied directly to pixel coordinates (cv2.getPerspectiveTransform + "
-                "warpPerspective, bilinear, fill 0; training: the mean), so sigma = 0.001 is already a strong warp at 227 px. "
+                "warpPerspective, bilinear, fill 0; training: the mean), so sigma = 0.001 is already a strong "
+                "warp at 227 px. "
                 "Training: sigma ~ U[0, s_max], fresh offsets per image. Measurement: 10 fixed warps "
                 "(fixed seeds) with offset std 0.0002, 0.0004, ..., 0.002: the authors' generator of "
                 "equally spaced sigma_k = k * 0.004 / 10 (widest training range) with offsets N(0, sigma_k / 2).",
@@ -272,8 +273,8 @@ SHEAR_ANGLES = (5, 10, 15, 20, 25, 30)
 SHEAR = Family(
     name="shear", title="Shear",
     description="Affine [[1, tan(theta), 0], [0, 1, 0]] (h) or [[1, 0, 0], [tan(theta), 1, 0]] (v) about the "
-                "TOP-LEFT corner (the authors' convention, not the centre), bilinear, fill 0 (training: the mean). Training: "
-                "theta ~ U[-t, t], h or v with p = 0.5. Measurement: horizontal only, +-{5, ..., 30}.",
+                "TOP-LEFT corner (the authors' convention, not the centre), bilinear, fill 0 (training: the mean). "
+                "Training: theta ~ U[-t, t], h or v with p = 0.5. Measurement: horizontal only, +-{5, ..., 30}.",
     size_rule="angles: unchanged at every size",
     params=(Param("angle", "degrees", "shear angle theta"),
             Param("orientation", "choice", "h: rows slide along x; v: columns slide along y", str,
