@@ -207,3 +207,29 @@ def test_training_warps_fill_with_the_data_layers_mean_colour(smoke_run, tmp_pat
     # A rotated black image is black inside and the mean colour where the corners came from outside.
     brightest = np.max([layer.augment(black).reshape(-1, len(mean)).max(0) for _ in range(20)], axis=0)
     assert 100 < mean.min() and np.array_equal(brightest, np.rint(mean))
+
+
+def test_perspective_sigma_code_trains_only_the_perspective_rows_anew_and_says_so(smoke_run, tmp_path):
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(smoke_run / "store", out / "store")
+    before = results_by_net(out)
+    assert run_table3(out, "--dataset", "rvl-cdip", "--perspective-sigma", "code") == 0
+    after = results_by_net(out)
+    assert all(after[k] == v for k, v in before.items())
+    new = sorted(set(after) - set(before))
+    assert [n.split("-code-")[0] for n in new] == sorted(n.id for n in zoo.nets("rvl-cdip", "perspective"))
+    for name in new:
+        config = json.loads((out / "store" / "train-smoke-rvl-cdip" / name / "config.json").read_text())
+        paper_net = zoo.get(name.split("-code-")[0], "rvl-cdip")
+        assert config["params"]["s_max"] == pytest.approx(paper_net.params["s_max"] / 10)
+    rows, single = {r["net"]: r for r in table_rows(out)}, {r["net"]: r for r in table_rows(smoke_run)}
+    for name, row in rows.items():   # every other row is the stored net's number
+        if not name.startswith("Perspective"):
+            assert row["rvl_cdip_reproduced"] == single[name]["rvl_cdip_reproduced"]
+    body = json.loads((out / "table3" / "smoke" / "table3.json").read_text())
+    assert body["options"]["extra"]["perspective_sigma"] == "code"
+    assert "- perspective sigma: code (s_max 0.0001-0.0004" in (out / "table3" / "smoke" / "table3.md").read_text()
+    with pytest.raises(SystemExit) as exit_code:   # argparse's own one-line usage error
+        cli.main(["table3", "--scale", "smoke", "--perspective-sigma", "authors", "--out", str(out)])
+    assert exit_code.value.code == 2

@@ -108,3 +108,18 @@ def test_every_zoo_net_is_a_training_config_of_its_transform_family(dataset):
     for net in zoo.nets(dataset):
         if net.family != "baseline":
             assert dict(net.params) in [dict(c) for c in FAMILIES[net.family].training], net.name
+
+
+def test_code_convention_trains_perspective_nets_with_a_tenth_of_the_papers_range():
+    for net in zoo.nets("rvl-cdip", "perspective"):
+        code = zoo.as_trained_by(net, "code")
+        assert code.params["s_max"] == pytest.approx(net.params["s_max"] / 10, abs=1e-15)
+        assert (code.id, code.name, code.seed) == (net.id + "-code", net.name, net.seed)
+        assert zoo.get(code.id, "rvl-cdip") == code and zoo.as_trained_by(net, "paper") == net
+    assert zoo.as_trained_by(zoo.widest("ilsvrc", "perspective"), "code").params == {"s_max": 0.0004}
+    shear = zoo.widest("rvl-cdip", "shear")
+    assert zoo.as_trained_by(shear, "code") == shear   # only perspective's labels disagree with the code
+    with pytest.raises(UserError, match="expected one of paper, code"):
+        zoo.as_trained_by(shear, "authors")
+    with pytest.raises(UserError, match="unknown net 'shear_20-code'"):
+        zoo.get("shear_20-code", "rvl-cdip")
