@@ -237,20 +237,26 @@ def photometric_strength(family: str, config: dict, side: int, draws: int, seed:
     return float(np.mean(at_side)), float(np.mean(at_content))
 
 
-def print_rows(columns: tuple[str, str], families: tuple[str, ...], measure, draws: int) -> None:
-    """A Markdown table of two measured numbers per (family's widest RVL-CDIP net, side)."""
+def print_rows(columns: tuple[str, str], nets: list, measure, draws: int) -> None:
+    """A Markdown table of two measured numbers per (zoo net, side)."""
     print(f"| family (widest net) | side | {columns[0]} | {columns[1]} |")
     print("|---|---|---|---|")
-    for family in families:
-        net = zoo.widest("rvl-cdip", family)
+    for net in nets:
         for side in SIDES:
-            first, second = measure(family, dict(net.params), side, draws)
-            print(f"| {net.name} | {side} | {first:.4f} | {second:.4f} |")
+            first, second = measure(net.family, dict(net.params), side, draws)
+            print(f"| {net_label(net)} | {side} | {first:.4f} | {second:.4f} |")
+
+
+def widest_nets(families: tuple[str, ...]) -> list:
+    """Each family's widest RVL-CDIP net; perspective's also under the code's convention (a tenth of s_max)."""
+    nets = [zoo.widest("rvl-cdip", family) for family in families]
+    return nets + [zoo.as_trained_by(n, "code") for n in nets if n.family == "perspective"]
 
 
 def strength(draws: int) -> None:
     """The strength table (Markdown) of every family's widest RVL-CDIP net at each of SIDES."""
-    print_rows(("mean displacement / side", "fraction filled with 0"), GEOMETRIC, geometric_strength, draws)
+    print_rows(("mean displacement / side", "fraction filled with 0"), widest_nets(GEOMETRIC), geometric_strength,
+               draws)
     net = zoo.widest("rvl-cdip", "elastic")
     for side in SIDES:
         print(f"| {net.name} (field) | {side} | {elastic_strength(dict(net.params), side, draws):.4f} | 0 |")
@@ -262,7 +268,7 @@ def strength(draws: int) -> None:
             print(f"| Crop {paper_side} (analytic) | {side} | zoom {resize / side:.3f}, max offset "
                   f"{(resize - side) / side:.3f} | 0 |")
     print()
-    print_rows(("RMS change / 255", f"RMS change / 255 at {SIDES[0]}-px content scale"), PHOTOMETRIC,
+    print_rows(("RMS change / 255", f"RMS change / 255 at {SIDES[0]}-px content scale"), widest_nets(PHOTOMETRIC),
                photometric_strength, draws)
 
 
