@@ -45,7 +45,8 @@ def border_value(image: np.ndarray, fill: Fill) -> tuple[float, ...]:
     channels = 1 if image.ndim == 2 else image.shape[2]
     values = tuple(float(v) for v in np.atleast_1d(np.asarray(fill, dtype=np.float64)))
     if len(values) not in (1, channels) or channels > 4:
-        raise UserError(f"fill: got {len(values)} value(s) for {channels} channel(s), expected 1 or {channels}")
+        expected = "1" if channels == 1 else f"1 or {channels}"
+        raise UserError(f"fill: got {len(values)} value(s) for {channels} channel(s), expected {expected}")
     return values * channels if len(values) == 1 else values
 
 
