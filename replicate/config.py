@@ -53,7 +53,8 @@ SCALES = {
     # the one the last sweep ran on, where 1,800 keeps `make table3` near 11 minutes). At 1,800 the
     # baseline over-fits as the paper's does (train 14-20 points above validation) and the widest nets of
     # shear, rotation, crop and the code's perspective come within a few points of it on both datasets;
-    # mirror H/V stays 6-7 below on the documents (3 seeds). Perspective at Table 3's sigma still collapses
+    # mirror H/V stays 6-7 below on the documents (3 seeds; it closes by 3,600 iterations, beyond the
+    # budget). Perspective at Table 3's sigma still collapses
     # (docs/protocol.md: the authors' code trained a tenth of it; table3 --perspective-sigma code).
     "mini": Scale("mini", input_size=40, net="mini/caffenet_train_val.prototxt",
                   solver="mini/solver.prototxt",
