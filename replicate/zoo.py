@@ -108,12 +108,14 @@ def nets(dataset: str | None = None, family: str | None = None) -> list[Net]:
 
 def get(name: str, dataset: str) -> Net:
     """The net of `dataset` whose Table 3 name or id is `name` (case-insensitive; `<id>-code`: as_trained_by code)."""
-    if name.lower().endswith(CODE_SUFFIX) and name.lower().startswith("perspective"):
-        return as_trained_by(get(name[:-len(CODE_SUFFIX)], dataset), "code")
+    key = name.lower()
+    base = key[:-len(CODE_SUFFIX)] if key.endswith(CODE_SUFFIX) else None
     candidates = nets(dataset)
     for n in candidates:
-        if name.lower() in (n.id.lower(), n.name.lower()):
+        if key in (n.id.lower(), n.name.lower()):
             return n
+        if base is not None and n.family == "perspective" and base in (n.id.lower(), n.name.lower()):
+            return as_trained_by(n, "code")
     valid = ", ".join(f"{n.id} ({n.name})" for n in candidates)
     raise UserError(f"unknown net {name!r} for {dataset}; valid: {valid}")
 
