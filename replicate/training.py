@@ -163,7 +163,7 @@ def evaluate(net_param: pb.NetParameter, weights: Path, root: Path, device: str 
     """Top-1 accuracy over every record of the TEST Data layer's LMDB (ties count as correct, as in Caffe).
 
     `augment` transforms each stored image first (the Data layer's hook), e.g. to test a net on flipped images."""
-    net = Net(net_param, pb.TEST, root=root).to(device)
+    net = Net(net_param, pb.TEST, root=root, channels_last=True).to(device)   # the solver's layout: its speed
     net.load_weights(weights)
     data_layer = net.layer("data")
     data_layer.augment = augment
