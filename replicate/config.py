@@ -45,17 +45,16 @@ SCALES = {
     "smoke": Scale("smoke", input_size=32, net="smoke/caffenet_train_val.prototxt",
                    solver="smoke/solver.prototxt",
                    split_sizes={"train": 480, "val": 100, "test": 200}, test_batch=100),
-    # Default: 40 px CaffeNet-mini (16-48 channels), 1,800 iterations of 32 over 1,200 training images
-    # (48 epochs, about the paper's 50 on RVL-CDIP); 1,600 test images make one image worth 0.06 accuracy
-    # points. Chosen by the regime sweep of benchmarks/RESULTS.md ("Regime sweep"): iterations decide it
-    # (the widest augmented nets gain with every iteration at every size swept); at 40 px and half the
-    # width of the 64-px net of before the budget first bought 900 (sized on a machine 2-3x slower than
-    # the one the last sweep ran on, where 1,800 keeps `make table3` near 11 minutes). At 1,800 the
-    # baseline over-fits as the paper's does (train 14-20 points above validation) and the widest nets of
-    # shear, rotation, crop and the code's perspective come within a few points of it on both datasets;
-    # mirror H/V stays 6-7 below on the documents (3 seeds; it closes by 3,600 iterations, beyond the
-    # budget). Perspective at Table 3's sigma still collapses
-    # (docs/protocol.md: the authors' code trained a tenth of it; table3 --perspective-sigma code).
+    # Default: 40 px CaffeNet-mini (16-48 channels), 3,600 iterations of 32 over 1,200 training images
+    # (96 epochs); 1,600 test images make one image worth 0.06 accuracy points. Chosen by the regime
+    # sweep of benchmarks/RESULTS.md ("Regime sweep"): iterations decide it (the widest augmented nets
+    # gain with every iteration at every size swept), so mini takes the most iterations `make table3`'s
+    # 20 minutes on 2 cores hold with a margin: 900 on the machine of the first sweeps, 1,800 on a 2-3x
+    # faster one, 3,600 there once the solver ran in channels_last (16 minutes on a fresh clone). At
+    # 3,600 the baseline over-fits (train accuracy far above validation) and every family's widest net
+    # is within a few points of the baselines, mirror H/V on the documents the last to close; perspective
+    # at Table 3's sigma still loses most (docs/protocol.md: the authors' code trained a tenth of it;
+    # table3 --perspective-sigma code).
     "mini": Scale("mini", input_size=40, net="mini/caffenet_train_val.prototxt",
                   solver="mini/solver.prototxt",
                   split_sizes={"train": 1200, "val": 500, "test": 1600}, test_batch=200),
