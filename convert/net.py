@@ -97,8 +97,8 @@ class Net(nn.Module):
                  pooling: str = POOLING_CAFFE, channels_last: bool = False):
         super().__init__()
         # channels_last: every 4-D blob is kept in torch's channels_last layout. Same values (up to the
-        # float rounding of a different conv kernel), about 1.8x faster on the CPU for the small nets the
-        # solver trains (benchmarks/RESULTS.md, "channels_last").
+        # float rounding of a different conv kernel), about 1.3x faster on the CPU for the mini and full
+        # CaffeNets the solver trains (benchmarks/RESULTS.md, "channels_last").
         self.channels_last = channels_last
         if pooling not in POOLING_RULES:
             raise UserError(f"pooling rule {pooling!r}: expected one of {', '.join(POOLING_RULES)}")

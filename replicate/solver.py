@@ -91,7 +91,7 @@ class Solver:
                  data_override: Callable[[], Batch] | None = None,
                  log_path: str | os.PathLike | None = None, progress: bool = False, channels_last: bool = True):
         # channels_last (convert.net.Net): train and test nets keep 4-D blobs in torch's channels_last
-        # layout, 1.4-1.9x the speed of the default one for the mini CaffeNet (benchmarks/RESULTS.md,
+        # layout, 1.3x the speed of the default one for the mini and full CaffeNets (benchmarks/RESULTS.md,
         # "solver"), the same values up to float rounding (tests/test_solver_fixture.py holds the
         # trajectory to real Caffe's).
         self.channels_last = channels_last
