@@ -1,10 +1,12 @@
 """CaffeNet (227, batch 16) on CPU: our Net from prototxt vs a plain torch.nn CaffeNet, same process.
 
-    .venv/bin/python benchmarks/bench_net.py [--batch 16] [--repeats 3] [--threads N]
+    .venv/bin/python benchmarks/bench_net.py [--batch 16] [--repeats 3] [--threads N] [--channels-last]
 
 Both nets get the same weights (our Net's MSRA fillers, seed 0); the script checks they compute the
 same fc8 before timing. Forward runs at TEST under no_grad; forward+backward at TRAIN (dropout on),
-backward of fc8.sum(). Prints images/s, the machine and the configuration.
+backward of fc8.sum(). --channels-last runs both in torch's channels_last layout (our
+`Net(channels_last=True)`, the torch.nn net and its input converted), the layout the solver and the
+measurements use. Prints images/s, the machine and the configuration.
 """
 from __future__ import annotations
 
@@ -62,16 +64,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--channels-last", action="store_true", help="both nets in torch's channels_last layout")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shape = (args.batch, 3, 227, 227)
     net_param = with_inputs(protoio.read_net(PROTOTXT), {"data": shape})
-    ours_test, ours_train = Net(net_param, pb.TEST, seed=0), Net(net_param, pb.TRAIN, seed=0)
+    layout = dict(channels_last=args.channels_last)
+    ours_test, ours_train = Net(net_param, pb.TEST, seed=0, **layout), Net(net_param, pb.TRAIN, seed=0, **layout)
     ours_train.share_blobs_from(ours_test)
     plain = plain_caffenet()
     copy_weights(ours_test, plain)
     x = torch.randn(shape)
+    if args.channels_last:
+        plain, x = plain.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
 
     with torch.no_grad():
         plain.eval()
@@ -98,7 +104,8 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"# {datetime.date.today()}  nproc {os.cpu_count()}  threads {args.threads}  CPU {cpu}  "
           f"Python {platform.python_version()}  torch {torch.__version__}  load {os.getloadavg()[0]:.1f}")
-    print(f"# CaffeNet {PROTOTXT.name}, batch {args.batch}, repeats {args.repeats}, seed 0; "
+    print(f"# CaffeNet {PROTOTXT.name}, batch {args.batch}, repeats {args.repeats}, seed 0, "
+          f"layout {'channels_last' if args.channels_last else 'default'}; "
           f"fc8 max|ours - torch.nn| / max|torch.nn| = {diff:.1e}")
     for name, value in results.items():
         print(f"{name:28s} {value:8.1f} images/s")

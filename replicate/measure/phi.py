@@ -39,6 +39,7 @@ from replicate.training import job_for, resolved_net
 from replicate.transforms import FAMILIES
 
 PHI_BLOB = "fc7"   # relu7 and drop7 work in place: this blob is fc7 after ReLU and test-time dropout
+CHANNELS_LAST = True   # the measurement nets' layout, the solver's: a faster forward (benchmarks/RESULTS.md, "net")
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ def apply_view(data, view: View) -> None:
 def extract(source: Source, view: View, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(phi [N, D] float32, labels [N] int64) of the split's first `limit` records (all by default)."""
     job = source.weights_job
-    net = Net(measurement_net(source, view, split), pb.TEST, root=job.dir, dropout=source.dropout).to(source.device)
+    net = Net(measurement_net(source, view, split), pb.TEST, root=job.dir, dropout=source.dropout,
+              channels_last=CHANNELS_LAST).to(source.device)
     net.load_weights(job.dir / "net.caffemodel")
     data = net.layer("data")
     apply_view(data, view)
