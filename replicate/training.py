@@ -1,8 +1,8 @@
 """Train and evaluate one network of Table 3: the scale's prototxt, Caffe's solver, the net's augmentation.
 
 A network is a job in the results store keyed by everything that changes its numbers (dataset and its
-data job, scale, prototxt and solver text, the zoo entry and seed, dropout convention, code
-fingerprint). The job directory holds the resolved train_val.prototxt and solver.prototxt (runnable
+data job, scale, prototxt and solver as parsed, so comments do not count, the zoo entry and seed, dropout
+convention, code fingerprint). The job directory holds the resolved train_val.prototxt and solver.prototxt (runnable
 with `replicate train`, except for the augmentation, which the authors ran inside their Caffe fork's
 transformer and we run in the Data layer's `augment` hook), the trained net.caffemodel, and
 result.json with the accuracies.
@@ -110,12 +110,17 @@ def attach_augmentation(solver, net: zoo.Net, scale: Scale) -> None:
         data_layer.augment = lambda image: augment(image, rng)
 
 
+def solver_text(scale: Scale, dataset: str) -> str:
+    """The scale's solver as protobuf text: what it sets, so a comment edit keeps every store key."""
+    return text_format.MessageToString(read_solver(scale.solver_path(dataset)))
+
+
 def job_for(store: Store, scale: Scale, dataset: str, data: ExperimentData, net: zoo.Net, dropout: str) -> Job:
     """The store entry of one trained network."""
     config = {"dataset": dataset, "data": data.source, "data_dir": str(data.root), "scale": scale.name,
               "net": net.id, "name": net.name, "family": net.family, "params": net.params, "seed": net.seed,
               "net_prototxt": text_format.MessageToString(resolved_net(scale, dataset, data, net)),
-              "solver_prototxt": scale.solver_path(dataset).read_text(), "dropout": dropout,
+              "solver_prototxt": solver_text(scale, dataset), "dropout": dropout,
               "code": code_fingerprint()}
     return store.job(f"train-{scale.name}-{dataset}", net.id, config)
 

@@ -20,3 +20,19 @@ def test_prototxt_comments_do_not_count_values_and_quoted_hashes_do(tmp_path):
         (tmp_path / f"{name}.prototxt").write_text(text)
     a, b, c = (_meaning(tmp_path / f"{n}.prototxt") for n in "abc")
     assert a == b != c
+
+
+def test_a_solver_comment_edit_keeps_the_training_key_a_value_edit_does_not(tmp_path):
+    import dataclasses
+    from replicate.config import get_scale
+    from replicate.training import solver_text
+    mini = get_scale("mini")
+    original = mini.solver_path("rvl-cdip").read_text()
+    edits = {"same": original, "comment": "# a new first line\n" + original.replace("# 2/3", "# two thirds"),
+             "value": original.replace("base_lr: 0.01", "base_lr: 0.02")}
+    texts = {}
+    for name, text in edits.items():
+        (tmp_path / f"{name}.prototxt").write_text(text)
+        texts[name] = solver_text(dataclasses.replace(mini, solver=str(tmp_path / f"{name}.prototxt")), "rvl-cdip")
+    assert texts["same"] == texts["comment"] != texts["value"]
+    assert "base_lr: 0.02" in texts["value"]
