@@ -219,13 +219,13 @@ class Net(nn.Module):
         blobs: dict[str, torch.Tensor] = {}
         for lp, layer in zip(self.layer_params, self.layers):
             if getattr(layer, "is_input", False):
-                for top in lp.top:
-                    if top not in inputs:
-                        raise UserError(f"input blob {top!r} was not given (inputs: {self.input_blobs})")
-                    blobs[top] = _channels_last(_as_blob(inputs[top])) if self.channels_last else _as_blob(inputs[top])
-                continue
-            result = layer(*[blobs[b] for b in lp.bottom])
-            tops = result if isinstance(result, tuple) else (result,)
+                missing = [top for top in lp.top if top not in inputs]
+                if missing:
+                    raise UserError(f"input blob {missing[0]!r} was not given (inputs: {self.input_blobs})")
+                tops = tuple(_as_blob(inputs[top]) for top in lp.top)
+            else:
+                result = layer(*[blobs[b] for b in lp.bottom])
+                tops = result if isinstance(result, tuple) else (result,)
             if self.channels_last:   # a no-op for most tops; a 1-channel input makes conv1 pick the default layout
                 tops = tuple(_channels_last(top) for top in tops)
             for name, value in zip(lp.top, tops):

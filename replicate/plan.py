@@ -321,8 +321,7 @@ def train_rate(root: Path, scale: Scale, dataset: str, data: ExperimentData, dev
 def forward_rate(root: Path, scale: Scale, dataset: str, data: ExperimentData, device: str, iterations: int) -> float:
     """Forward images/s (TEST phase, to fc7) of the scale's baseline net on `data`."""
     from convert.net import Net
-    from replicate.measure.phi import CHANNELS_LAST
-    from replicate.training import resolved_net
+    from replicate.training import CHANNELS_LAST, resolved_net
     net = Net(resolved_net(scale, dataset, data, zoo.get("baseline_1", dataset), "test"), pb.TEST, root=root,
               channels_last=CHANNELS_LAST).to(device)   # the layout the measurements run in
     with torch.no_grad():

@@ -2,8 +2,8 @@
 
 A network is a job in the results store keyed by everything that changes its numbers (dataset and its
 data job, scale, prototxt and solver as parsed, so comments do not count, the zoo entry and seed, dropout
-convention, code fingerprint). The job directory holds the resolved train_val.prototxt and solver.prototxt (runnable
-with `replicate train`, except for the augmentation, which the authors ran inside their Caffe fork's
+convention, code fingerprint). The job directory holds the resolved train_val.prototxt and solver.prototxt
+(runnable with `replicate train`, except for the augmentation, which the authors ran inside their Caffe fork's
 transformer and we run in the Data layer's `augment` hook), the trained net.caffemodel, and
 result.json with the accuracies.
 
@@ -40,6 +40,7 @@ from replicate.transforms import FAMILIES
 
 PIXEL_SCALE = 1.0 / 255    # docs/protocol.md: subtract the mean, then scale by 1/255
 TIMING = "timing.json"     # a trained net's train/eval seconds and images per second
+CHANNELS_LAST = True       # evaluation and measurement nets run in the solver's layout (convert.net.Net): its speed
 
 
 def resolved_net(scale: Scale, dataset: str, data: ExperimentData, net: zoo.Net,
@@ -168,7 +169,7 @@ def evaluate(net_param: pb.NetParameter, weights: Path, root: Path, device: str 
     """Top-1 accuracy over every record of the TEST Data layer's LMDB (ties count as correct, as in Caffe).
 
     `augment` transforms each stored image first (the Data layer's hook), e.g. to test a net on flipped images."""
-    net = Net(net_param, pb.TEST, root=root, channels_last=True).to(device)   # the solver's layout: its speed
+    net = Net(net_param, pb.TEST, root=root, channels_last=CHANNELS_LAST).to(device)
     net.load_weights(weights)
     data_layer = net.layer("data")
     data_layer.augment = augment

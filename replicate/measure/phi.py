@@ -35,11 +35,10 @@ from replicate import zoo
 from replicate.config import MEASURE_CODE, Scale, code_fingerprint
 from replicate.experiment_data import ExperimentData, crop_side
 from replicate.store import Job, Store
-from replicate.training import job_for, resolved_net
+from replicate.training import CHANNELS_LAST, job_for, resolved_net
 from replicate.transforms import FAMILIES
 
 PHI_BLOB = "fc7"   # relu7 and drop7 work in place: this blob is fc7 after ReLU and test-time dropout
-CHANNELS_LAST = True   # the measurement nets' layout, the solver's: a faster forward (benchmarks/RESULTS.md, "net")
 
 
 @dataclass(frozen=True)
